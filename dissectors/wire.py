@@ -1,0 +1,58 @@
+"""A small declarative base for wire structures: a header is a table of (name, struct code).
+
+In the manner of dpkt's ``__hdr__``: ``FIELDS = (("protocol_id", "B"), ("spi_size", "B"), ...)``
+parses a fixed header; variable tails are handled by the structure's own ``parse`` with the
+RFC section in a comment. ``ParseError`` carries the byte offset and the field name so that a
+malformed input becomes a record (``records.Malformed``), never a traceback.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+
+class ParseError(Exception):
+    def __init__(self, offset: int, field: str, reason: str) -> None:
+        super().__init__(f"{field} at offset {offset}: {reason}")
+        self.offset = offset
+        self.field = field
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class Cursor:
+    """Reads big-endian fields from ``data``; ``base`` is the offset of ``data`` in the message."""
+
+    data: bytes
+    base: int = 0
+    pos: int = 0
+
+    @property
+    def offset(self) -> int:
+        return self.base + self.pos
+
+    @property
+    def remaining(self) -> int:
+        return len(self.data) - self.pos
+
+    def take(self, n: int, field: str) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise ParseError(self.offset, field, f"needs {n} bytes, {self.remaining} left")
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def rest(self) -> bytes:
+        return self.take(self.remaining, "data")
+
+    def fields(self, table: tuple[tuple[str, str], ...], where: str) -> dict[str, int]:
+        fmt = ">" + "".join(code for _, code in table)
+        size = struct.calcsize(fmt)
+        raw = self.take(size, f"{where}.{table[0][0]}")
+        return dict(zip((name for name, _ in table), struct.unpack(fmt, raw)))
+
+
+def pack_fields(table: tuple[tuple[str, str], ...], values: dict[str, int]) -> bytes:
+    fmt = ">" + "".join(code for _, code in table)
+    return struct.pack(fmt, *(values[name] for name, _ in table))
