@@ -1,0 +1,428 @@
+"""A ``tshark -V``-like text tree of one IKE message.
+
+Wording and indentation follow Wireshark's ISAKMP dissector (``packet-isakmp.c``); enum values
+are named through ``dissectors.iana`` and unknown ones print as ``UNKNOWN(n)``. Rendering never
+raises on a parsed message, however malformed: what could not be decoded is shown as
+``[Malformed: field at offset N: reason]``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import datetime, timezone
+from enum import IntEnum
+
+from dissectors.iana import (
+    AuthMethod,
+    CertEncoding,
+    CfgAttr,
+    CfgType,
+    DhGroup,
+    EapCode,
+    ExchangeType,
+    IdType,
+    NotifyType,
+    PayloadType,
+    ProtocolId,
+    TransformAttr,
+    TransformType,
+    TsType,
+    name_of,
+    transform_id_name,
+)
+from dissectors.ikev2.message import FLAG_BITS, IkeMessage
+from dissectors.ikev2.payloads import (
+    AuthPayload,
+    CertPayload,
+    CpPayload,
+    DeletePayload,
+    EapPayload,
+    IdPayload,
+    KePayload,
+    NoncePayload,
+    NotifyPayload,
+    Payload,
+    RawPayload,
+    SaPayload,
+    SkfPayload,
+    SkPayload,
+    TsPayload,
+    VendorIdPayload,
+)
+
+_INDENT = "    "
+#: Hex dumps longer than this many bytes are cut (the length is always printed beside them).
+_HEX_LIMIT = 64
+
+#: Wireshark's payload names (``payload_type`` in packet-isakmp.c).
+_PAYLOAD_NAMES = {
+    PayloadType.NONE: "NONE / No Next Payload",
+    PayloadType.SA: "Security Association",
+    PayloadType.KE: "Key Exchange",
+    PayloadType.IDi: "Identification - Initiator",
+    PayloadType.IDr: "Identification - Responder",
+    PayloadType.CERT: "Certificate",
+    PayloadType.CERTREQ: "Certificate Request",
+    PayloadType.AUTH: "Authentication",
+    PayloadType.NONCE: "Nonce",
+    PayloadType.NOTIFY: "Notify",
+    PayloadType.DELETE: "Delete",
+    PayloadType.VENDOR_ID: "Vendor ID",
+    PayloadType.TSi: "Traffic Selector - Initiator",
+    PayloadType.TSr: "Traffic Selector - Responder",
+    PayloadType.SK: "Encrypted and Authenticated",
+    PayloadType.CP: "Configuration",
+    PayloadType.EAP: "Extensible Authentication",
+    PayloadType.GSPM: "Generic Secure Password Method",
+    PayloadType.IDg: "Group Identification",
+    PayloadType.GSA: "Group Security Association",
+    PayloadType.KD: "Key Download",
+    PayloadType.SKF: "Encrypted and Authenticated Fragment",
+    PayloadType.PS: "Puzzle Solution",
+}
+
+#: Vendor IDs known for certain: strongSwan sends MD5("strongSwan").
+_VENDOR_IDS = {bytes.fromhex("882fe56d6fd20dbc2251613b2ebe5beb"): "strongSwan"}
+
+#: EAP method types (IANA "Method Types"), the common ones.
+_EAP_TYPES = {1: "Identity", 2: "Notification", 3: "Legacy Nak", 4: "MD5-Challenge", 5: "One-Time Password",
+              6: "Generic Token Card", 13: "EAP-TLS", 18: "EAP-SIM", 21: "EAP-TTLS", 23: "EAP-AKA",
+              25: "PEAP", 26: "EAP-MSCHAP-V2", 43: "EAP-FAST", 49: "EAP-IKEv2", 50: "EAP-AKA'",
+              52: "EAP-pwd", 254: "Expanded Type"}
+
+_IP_PROTOCOLS = {1: "ICMP", 6: "TCP", 17: "UDP", 47: "GRE", 50: "ESP", 51: "AH", 58: "IPv6-ICMP", 132: "SCTP"}
+
+# CP attributes whose value is an address (RFC 7296 §3.15.1): 4-byte IPv4, 16-byte IPv6
+# (17 with a prefix length), IPv4 subnet = address + netmask.
+_CFG_IP4 = {CfgAttr.INTERNAL_IP4_ADDRESS, CfgAttr.INTERNAL_IP4_NETMASK, CfgAttr.INTERNAL_IP4_DNS,
+            CfgAttr.INTERNAL_IP4_NBNS, CfgAttr.INTERNAL_IP4_DHCP, CfgAttr.P_CSCF_IP4_ADDRESS}
+_CFG_IP6 = {CfgAttr.INTERNAL_IP6_ADDRESS, CfgAttr.INTERNAL_IP6_DNS, CfgAttr.INTERNAL_IP6_DHCP,
+            CfgAttr.INTERNAL_IP6_SUBNET, CfgAttr.P_CSCF_IP6_ADDRESS, CfgAttr.INTERNAL_IP6_PREFIX}
+_CFG_TEXT = {CfgAttr.APPLICATION_VERSION, CfgAttr.INTERNAL_DNS_DOMAIN}
+
+
+def render_message(msg: IkeMessage) -> str:
+    """The text tree of ``msg``: a frame line, then the ISAKMP header and its payloads."""
+    out = [_frame_line(msg), "Internet Security Association and Key Management Protocol"]
+    add = _adder(out, 1)
+    add(f"Initiator SPI: {msg.spi_i.hex()}")
+    add(f"Responder SPI: {msg.spi_r.hex()}")
+    add(f"Next payload: {_payload_name(msg.next_payload)}")
+    add(f"Version: {msg.version >> 4}.{msg.version & 0x0F}")
+    add(f"Exchange type: {_named(ExchangeType, msg.exchange)}")
+    add(f"Flags: 0x{msg.flags:02x} ({_flags(msg.flags)})")
+    add(f"Message ID: 0x{msg.message_id:08x}")
+    add(f"Length: {msg.length}")
+    for payload in msg.payloads:
+        _payload(out, payload, 1)
+    if msg.malformed is not None:
+        add(f"[Malformed: {msg.malformed}]")
+    return "\n".join(out)
+
+
+# --- lines -------------------------------------------------------------------------------------
+
+
+def _adder(out: list[str], depth: int):
+    prefix = _INDENT * depth
+    return lambda text: out.append(prefix + text)
+
+
+def _frame_line(msg: IkeMessage) -> str:
+    head = f"Frame {msg.frame.index if msg.frame is not None else '?'}"
+    parts = []
+    if msg.frame is not None:
+        parts.append(_time(msg.frame.ts))
+    if msg.src or msg.dst:
+        parts.append(f"{_endpoint(msg.src, msg.sport)} -> {_endpoint(msg.dst, msg.dport)}")
+    if msg.non_esp_marker:
+        parts.append("(Non-ESP marker)")
+    return f"{head}: {' '.join(parts)}" if parts else head
+
+
+def _time(ts: float) -> str:
+    try:
+        return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+    except (OverflowError, OSError, ValueError):
+        return f"{ts:.6f}"
+
+
+def _endpoint(addr: str, port: int | None) -> str:
+    host = f"[{addr}]" if ":" in addr and port is not None else addr or "?"
+    return host if port is None else f"{host}:{port}"
+
+
+def _flags(flags: int) -> str:
+    return ", ".join((
+        "Initiator" if flags & FLAG_BITS["initiator"] else "Responder",
+        "Higher version" if flags & FLAG_BITS["version"] else "No higher version",
+        "Response" if flags & FLAG_BITS["response"] else "Request",
+    ))
+
+
+def _named(enum: type[IntEnum], value: int) -> str:
+    """``NAME (n)``, or ``UNKNOWN(n)``."""
+    name = name_of(enum, value)
+    return name if name.startswith("UNKNOWN(") else f"{name} ({value})"
+
+
+def _payload_name(kind: int) -> str:
+    name = _PAYLOAD_NAMES.get(kind)
+    return f"{name} ({kind})" if name else name_of(PayloadType, kind)
+
+
+def _hex(data: bytes) -> str:
+    if len(data) > _HEX_LIMIT:
+        return data[:_HEX_LIMIT].hex() + "..."
+    return data.hex()
+
+
+def _sized(data: bytes) -> str:
+    """Hex with its length, as tshark prints data blocks; ``<MISSING>`` when empty."""
+    return f"{_hex(data)} ({len(data)} bytes)" if data else "<MISSING>"
+
+
+def _printable(data: bytes) -> str:
+    return "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in data)
+
+
+def _payload_length(payload: Payload) -> str:
+    try:
+        return str(len(payload.body()) + 4)
+    except Exception:  # a hand-built payload that cannot serialise: the tree still renders
+        return "?"
+
+
+# --- payloads ----------------------------------------------------------------------------------
+
+
+def _payload(out: list[str], p: Payload, depth: int) -> None:
+    add = _adder(out, depth)
+    title = f"Payload: {_payload_name(p.type)}"
+    if isinstance(p, NotifyPayload):
+        title += f" - {name_of(NotifyType, p.notify_type)}"
+    elif isinstance(p, TsPayload):
+        title += f" # {len(p.selectors)}"
+    add(title)
+    inner = _adder(out, depth + 1)
+    inner(f"Next payload: {_payload_name(p.next_payload)}")
+    inner(f"Critical Bit: {'Critical' if p.critical else 'Not critical'}")
+    if p.reserved:
+        inner(f"Reserved: 0x{p.reserved:02x}")
+    inner(f"Payload length: {_payload_length(p)}")
+    body = _BODIES.get(type(p))
+    if body is None:
+        body = next((fn for cls, fn in _BODIES.items() if isinstance(p, cls)), _raw)
+    body(out, p, depth + 1)
+    if p.malformed is not None:
+        inner(f"[Malformed: {p.malformed}]")
+
+
+def _sa(out: list[str], p: SaPayload, depth: int) -> None:
+    add = _adder(out, depth)
+    for prop in p.proposals:
+        add(f"Payload: Proposal (2) # {prop.number}")
+        a = _adder(out, depth + 1)
+        a(f"Proposal number: {prop.number}")
+        a(f"Protocol ID: {_named(ProtocolId, prop.protocol_id)}")
+        a(f"SPI Size: {len(prop.spi)}")
+        a(f"Proposal transforms: {len(prop.transforms)}")
+        if prop.spi:
+            a(f"SPI: {prop.spi.hex()}")
+        for t in prop.transforms:
+            a("Payload: Transform (3)")
+            b = _adder(out, depth + 2)
+            kind = name_of(TransformType, t.type)
+            b(f"Transform Type: {_named(TransformType, t.type)}")
+            tid = transform_id_name(t.type, t.id)
+            b(f"Transform ID ({kind}): {tid if tid.startswith('UNKNOWN(') else f'{tid} ({t.id})'}")
+            for attr in t.attributes:
+                if isinstance(attr.value, int):
+                    head = f"Transform Attribute (t={attr.type},l=2)"
+                    if attr.type == TransformAttr.KEY_LENGTH:
+                        b(f"{head}: Key Length: {attr.value}")
+                    else:
+                        b(f"{head}: {name_of(TransformAttr, attr.type)}: {attr.value}")
+                else:
+                    b(f"Transform Attribute (t={attr.type},l={len(attr.value)}): "
+                      f"{name_of(TransformAttr, attr.type)}: {_hex(attr.value)}")
+
+
+def _ke(out: list[str], p: KePayload, depth: int) -> None:
+    add = _adder(out, depth)
+    add(f"DH Group #: {_named(DhGroup, p.dh_group)}")
+    add(f"Key Exchange Data: {_sized(p.data)}")
+
+
+def _id(out: list[str], p: IdPayload, depth: int) -> None:
+    add = _adder(out, depth)
+    add(f"ID type: {_named(IdType, p.id_type)}")
+    add(f"Identification Data: {_id_text(p.id_type, p.data)}")
+
+
+def _id_text(id_type: int, data: bytes) -> str:
+    if id_type in (IdType.ID_FQDN, IdType.ID_RFC822_ADDR):
+        return _printable(data)
+    if (id_type, len(data)) in ((IdType.ID_IPV4_ADDR, 4), (IdType.ID_IPV6_ADDR, 16)):
+        return str(ipaddress.ip_address(data))
+    return _sized(data)
+
+
+def _cert(out: list[str], p: CertPayload, depth: int) -> None:
+    add = _adder(out, depth)
+    add(f"Certificate Encoding: {_named(CertEncoding, p.encoding)}")
+    label = "Certificate Authority Data" if p.type == PayloadType.CERTREQ else "Certificate Data"
+    add(f"{label}: {_sized(p.data)}")
+
+
+def _auth(out: list[str], p: AuthPayload, depth: int) -> None:
+    add = _adder(out, depth)
+    add(f"Authentication Method: {_named(AuthMethod, p.method)}")
+    add(f"Authentication Data: {_sized(p.data)}")
+
+
+def _nonce(out: list[str], p: NoncePayload, depth: int) -> None:
+    _adder(out, depth)(f"Nonce DATA: {_sized(p.data)}")
+
+
+def _notify(out: list[str], p: NotifyPayload, depth: int) -> None:
+    add = _adder(out, depth)
+    add(f"Protocol ID: {_named(ProtocolId, p.protocol_id)}")
+    add(f"SPI Size: {p.spi_size}")
+    add(f"Notify Message Type: {_named(NotifyType, p.notify_type)}")
+    if p.spi or p.notify_type == NotifyType.REKEY_SA:  # REKEY_SA names the SA in its SPI
+        add(f"SPI: {p.spi.hex() or '<MISSING>'}")
+    if p.notify_type == NotifyType.SA_RESOURCE_INFO:  # RFC 9611 §5.1: opaque resource id
+        if p.data:
+            add(f'Resource Identifier: {_hex(p.data)} ("{_printable(p.data[:_HEX_LIMIT])}")')
+        else:
+            add("Resource Identifier: (empty: not bound to a resource)")
+    elif p.notify_type == NotifyType.TS_MAX_QUEUE and not p.data:  # RFC 9611 §5.2: no data
+        pass
+    else:
+        add(f"Notification DATA: {_hex(p.data) if p.data else '<MISSING>'}")
+
+
+def _delete(out: list[str], p: DeletePayload, depth: int) -> None:
+    add = _adder(out, depth)
+    add(f"Protocol ID: {_named(ProtocolId, p.protocol_id)}")
+    add(f"SPI Size: {p.spi_size}")
+    add(f"Number of SPIs: {len(p.spis)}")
+    if p.spi_size:  # with SPI size 0 (IKE SA) every "SPI" is empty
+        for spi in p.spis:
+            add(f"Delete SPI: {spi.hex()}")
+
+
+def _vendor(out: list[str], p: VendorIdPayload, depth: int) -> None:
+    known = _VENDOR_IDS.get(p.data)
+    _adder(out, depth)(f"Vendor ID: {_hex(p.data)}{f' ({known})' if known else ''}")
+
+
+def _ts(out: list[str], p: TsPayload, depth: int) -> None:
+    add = _adder(out, depth)
+    add(f"Number of Traffic Selectors: {len(p.selectors)}")
+    for ts in p.selectors:
+        add(f"Traffic Selector: {name_of(TsType, ts.ts_type)}")
+        a = _adder(out, depth + 1)
+        a(f"Traffic Selector Type: {_named(TsType, ts.ts_type)}")
+        if ts.ip_protocol == 0:
+            a("Protocol ID: any (0)")
+        else:
+            proto = _IP_PROTOCOLS.get(ts.ip_protocol)
+            a(f"Protocol ID: {f'{proto} ({ts.ip_protocol})' if proto else ts.ip_protocol}")
+        if ts.ts_type in (TsType.TS_IPV4_ADDR_RANGE, TsType.TS_IPV6_ADDR_RANGE):
+            a(f"Start Port: {ts.start_port}")
+            a(f"End Port: {ts.end_port}")
+            a(f"Starting Addr: {ts.start_address}")
+            a(f"Ending Addr: {ts.end_address}")
+        else:
+            a(f"Selector Data: {_sized(ts.data)}")
+
+
+def _sk(out: list[str], p: SkPayload, depth: int) -> None:
+    add = _adder(out, depth)
+    if isinstance(p, SkfPayload):
+        add(f"Fragment Number: {p.fragment_number}")
+        add(f"Total Fragments: {p.total_fragments}")
+    add(f"Encrypted Data ({len(p.data)} bytes)")
+    if p.error:
+        add(f"[Expert: {p.error}]")
+    if not p.decrypted:
+        if not p.error:
+            add("[Expert: not decrypted]")
+        return
+    if isinstance(p, SkfPayload):
+        if not p.reassembled_from:
+            add(f"[Fragment {p.fragment_number} of {p.total_fragments}: decrypted, awaiting reassembly]")
+            return
+        add(f"Reassembled from frames {', '.join(str(n) for n in p.reassembled_from)}")
+    size = 0
+    for q in p.inner:
+        length = _payload_length(q)
+        size += int(length) if length.isdigit() else 0
+    add(f"Decrypted Data ({size} bytes)")
+    for q in p.inner:
+        _payload(out, q, depth + 1)
+
+
+def _cp(out: list[str], p: CpPayload, depth: int) -> None:
+    add = _adder(out, depth)
+    add(f"CFG Type: {_named(CfgType, p.cfg_type)}")
+    for attr in p.attributes:
+        add(f"Attribute Type: (t={attr.type},l={len(attr.value)}) "
+            f"{name_of(CfgAttr, attr.type)}: {_cfg_value(attr.type, attr.value)}")
+
+
+def _cfg_value(kind: int, value: bytes) -> str:
+    if not value:
+        return "(empty)"
+    if kind in _CFG_IP4 and len(value) == 4:
+        return str(ipaddress.IPv4Address(value))
+    if kind == CfgAttr.INTERNAL_IP4_SUBNET and len(value) == 8:
+        return f"{ipaddress.IPv4Address(value[:4])}/{ipaddress.IPv4Address(value[4:])}"
+    if kind in _CFG_IP6 and len(value) == 16:
+        return str(ipaddress.IPv6Address(value))
+    if kind in _CFG_IP6 and len(value) == 17:
+        return f"{ipaddress.IPv6Address(value[:16])}/{value[16]}"
+    if kind in _CFG_TEXT:
+        return _printable(value)
+    return _sized(value)
+
+
+def _eap(out: list[str], p: EapPayload, depth: int) -> None:
+    add = _adder(out, depth)
+    add("Extensible Authentication Protocol")
+    a = _adder(out, depth + 1)
+    a(f"Code: {_named(EapCode, p.code)}")
+    a(f"Id: {p.identifier}")
+    if p.eap_type is not None:
+        name = _EAP_TYPES.get(p.eap_type)
+        a(f"Type: {f'{name} ({p.eap_type})' if name else f'UNKNOWN({p.eap_type})'}")
+        if p.eap_type == 1:  # Identity (RFC 3748 §5.1)
+            a(f"Identity: {_printable(p.data)}")
+        elif p.data:
+            a(f"Type-Data: {_sized(p.data)}")
+
+
+def _raw(out: list[str], p: Payload, depth: int) -> None:
+    data = getattr(p, "data", b"")
+    _adder(out, depth)(f"Data: {_sized(data)}")
+
+
+#: Payload class -> body renderer (subclasses are matched by ``isinstance``).
+_BODIES = {
+    SaPayload: _sa,
+    KePayload: _ke,
+    IdPayload: _id,
+    CertPayload: _cert,
+    AuthPayload: _auth,
+    NoncePayload: _nonce,
+    NotifyPayload: _notify,
+    DeletePayload: _delete,
+    VendorIdPayload: _vendor,
+    TsPayload: _ts,
+    SkPayload: _sk,
+    CpPayload: _cp,
+    EapPayload: _eap,
+    RawPayload: _raw,
+}
