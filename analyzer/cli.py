@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--engine", choices=("multisa", "tshark"), default="multisa",
                       help="tshark: the same JSON from tshark via pyshark, to cross-check")
     show.set_defaults(func=cmd_show)
+
+    from analyzer import xfrm_commands
+
+    xfrm_commands.register(sub)
     return parser
 
 

@@ -1,0 +1,588 @@
+"""Kernel XFRM state as snapshots: one model for live netlink dumps, ``ip xfrm`` text and JSON.
+
+An ``XfrmSnapshot`` is the SAD and SPD of one network namespace at one instant, built from
+``dissectors.xfrm`` records. Sources:
+
+* live: ``snapshot_from_kernel(netns)`` (a GETSA + GETPOLICY dump through ``XfrmSocket``);
+* ``ip -s xfrm state`` / ``ip xfrm policy`` text of iproute2 6.1, and of iproute2 >= 7.0
+  (``dir in|out`` and ``pcpu-num N`` lines): ``parse_ip_xfrm``;
+* the JSON that ``multisa xfrm dump --json`` / ``snapshot`` write (``snapshot_from_dict``);
+* the netlink dumps beside the shared strongSwan 6 capture (``*.xfrm-sa.json``:
+  ``snapshot_from_capture_json``).
+
+``load_series(path)`` detects the format and returns the samples in file order, so rules can
+work on one snapshot or on counter deltas between samples.
+
+JSON contract (``to_dict``), version 1::
+
+    {"format": "multisa.xfrm", "version": 1, "ts": float|null, "source": str,
+     "netns": str|null, "host_cpus": int|null, "kernel": str|null,
+     "sas": [{"src", "dst", "spi": "8 hex", "proto": int, "family": int, "mode": int,
+              "reqid": int, "dir": int|null, "pcpu": int|null, "seq": int,
+              "replay_window": int, "flags": int, "extra_flags": int,
+              "lifetime": {"bytes", "packets", "add_time", "use_time"},
+              "lifetime_cfg": {"soft_byte_limit", ... "hard_use_expires_seconds"},
+              "replay": {"oseq", "seq", "bitmap", "oseq_hi", "seq_hi", "replay_window", "esn"},
+              "stats": {"replay_window", "replay", "integrity_failed"},
+              "selector": {...}|null, "algos": [{"kind", "name", "key_len", "icv_len"}],
+              "encap": {...}|null, "mark": [v, m]|null, "if_id": int|null,
+              "lastused": int|null}],
+     "policies": [{"dir": int, "flags": int, "index": int, "priority": int, "action": int,
+                   "share": int, "ptype": int|null, "cpu_acquire": bool,
+                   "selector": {"family", "src", "dst", "prefixlen_s", "prefixlen_d",
+                                "proto", "sport", "dport", "sport_mask", "dport_mask",
+                                "ifindex"},
+                   "templates": [{"src", "dst", "spi": "8 hex", "proto", "family", "reqid",
+                                  "mode", "share", "optional", "aalgos", "ealgos",
+                                  "calgos"}] | null,
+                   "mark": [v, m]|null, "if_id": int|null}]}
+
+Keys never appear: neither the records nor the importers keep key material. Policy
+``templates`` is null only for imports that did not carry them (the capture JSON); a live
+dump always gives a list. Selector fields are null when an import did not carry them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from dissectors.xfrm import (
+    AF_INET,
+    AF_INET6,
+    XfrmAlgo,
+    XfrmEncap,
+    XfrmLifetimeCfg,
+    XfrmLifetimeCur,
+    XfrmPolicy,
+    XfrmReplay,
+    XfrmSaState,
+    XfrmSelector,
+    XfrmStats,
+    XfrmTemplate,
+)
+
+FORMAT = "multisa.xfrm"
+VERSION = 1
+
+
+class XfrmImportError(Exception):
+    """A one-line problem with an imported file: ``path:line: reason``."""
+
+
+@dataclass(frozen=True, slots=True)
+class XfrmSnapshot:
+    """SAD + SPD of one namespace at one instant (``ts``: seconds since the epoch, or None)."""
+
+    sas: tuple[XfrmSaState, ...]
+    policies: tuple[XfrmPolicy, ...]
+    ts: float | None = None
+    source: str = "netlink"  # netlink | ip-text | capture-json | json
+    netns: str | None = None
+    host_cpus: int | None = None
+    kernel: str | None = None
+    _by_spi: dict = field(default=None, init=False, repr=False, compare=False)
+
+    # -- lookups for rules: pure, no I/O
+    def sa(self, spi: int, dst: str | None = None, proto: int = 50) -> XfrmSaState | None:
+        """The SA with this SPI (and destination, when SPIs could clash across peers)."""
+        index = self._index()
+        for sa in index.get(spi, ()):
+            if sa.proto == proto and (dst is None or sa.dst == dst):
+                return sa
+        return None
+
+    def _index(self) -> dict[int, list[XfrmSaState]]:
+        if self._by_spi is None:
+            idx: dict[int, list[XfrmSaState]] = {}
+            for sa in self.sas:
+                idx.setdefault(sa.spi, []).append(sa)
+            object.__setattr__(self, "_by_spi", idx)
+        return self._by_spi
+
+    def sas_of_reqid(self, reqid: int) -> list[XfrmSaState]:
+        return [sa for sa in self.sas if sa.reqid == reqid]
+
+    def outbound_policies(self) -> list[XfrmPolicy]:
+        return [p for p in self.policies if p.dir == 1]
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "version": VERSION, "ts": self.ts, "source": self.source,
+                "netns": self.netns, "host_cpus": self.host_cpus, "kernel": self.kernel,
+                "sas": [sa_to_dict(s) for s in self.sas],
+                "policies": [policy_to_dict(p) for p in self.policies]}
+
+
+def counter_delta(before: XfrmSaState, after: XfrmSaState) -> dict[str, int]:
+    """How far one SA's counters moved between two samples (for idle/rate checks)."""
+    return {"bytes": after.curlft.bytes - before.curlft.bytes,
+            "packets": after.curlft.packets - before.curlft.packets,
+            "oseq": after.replay.oseq - before.replay.oseq,
+            "seq": after.replay.seq - before.replay.seq}
+
+
+# ---------------------------------------------------------------------------------------
+# records <-> JSON
+
+def _selector_dict(sel: XfrmSelector | None) -> dict | None:
+    return None if sel is None else asdict(sel)
+
+
+def sa_to_dict(sa: XfrmSaState) -> dict:
+    return {
+        "src": sa.src, "dst": sa.dst, "spi": sa.spi_hex, "proto": sa.proto, "family": sa.family,
+        "mode": sa.mode, "reqid": sa.reqid, "dir": sa.dir, "pcpu": sa.pcpu, "seq": sa.seq,
+        "replay_window": sa.replay_window, "flags": sa.flags, "extra_flags": sa.extra_flags,
+        "lifetime": asdict(sa.curlft), "lifetime_cfg": asdict(sa.lifetime_cfg),
+        "replay": asdict(sa.replay), "stats": asdict(sa.stats),
+        "selector": _selector_dict(sa.selector),
+        "algos": [asdict(a) for a in sa.algos],
+        "encap": None if sa.encap is None else asdict(sa.encap),
+        "mark": None if sa.mark is None else list(sa.mark),
+        "if_id": sa.if_id, "lastused": sa.lastused,
+    }
+
+
+def policy_to_dict(p: XfrmPolicy) -> dict:
+    return {
+        "dir": p.dir, "flags": p.flags, "index": p.index, "priority": p.priority,
+        "action": p.action, "share": p.share, "ptype": p.ptype, "cpu_acquire": p.cpu_acquire,
+        "selector": _selector_dict(p.selector),
+        "templates": None if p.templates is None else [
+            {**asdict(t), "spi": f"{t.spi:08x}"} for t in p.templates],
+        "mark": None if p.mark is None else list(p.mark), "if_id": p.if_id,
+    }
+
+
+def _spi(v) -> int:
+    return int(v, 16) if isinstance(v, str) else int(v)
+
+
+def _sel(d: dict | None) -> XfrmSelector | None:
+    return None if d is None else XfrmSelector(**d)
+
+
+def sa_from_dict(d: dict) -> XfrmSaState:
+    return XfrmSaState(
+        src=d["src"], dst=d["dst"], spi=_spi(d["spi"]), proto=d["proto"],
+        family=d.get("family", AF_INET6 if ":" in d["dst"] else AF_INET), mode=d["mode"],
+        reqid=d["reqid"], dir=d.get("dir"), pcpu=d.get("pcpu"), seq=d.get("seq", 0),
+        replay_window=d.get("replay_window", 0), flags=d.get("flags", 0),
+        extra_flags=d.get("extra_flags", 0), selector=_sel(d.get("selector")),
+        lifetime_cfg=XfrmLifetimeCfg(**d.get("lifetime_cfg", {})),
+        curlft=XfrmLifetimeCur(**d.get("lifetime", {})),
+        stats=XfrmStats(**d.get("stats", {})), replay=XfrmReplay(**d.get("replay", {})),
+        algos=tuple(XfrmAlgo(**a) for a in d.get("algos", ())),
+        encap=None if d.get("encap") is None else XfrmEncap(**d["encap"]),
+        mark=None if d.get("mark") is None else tuple(d["mark"]),
+        if_id=d.get("if_id"), lastused=d.get("lastused"))
+
+
+def policy_from_dict(d: dict) -> XfrmPolicy:
+    tmpls = d.get("templates")
+    return XfrmPolicy(
+        dir=d["dir"], index=d["index"], priority=d["priority"], flags=d.get("flags", 0),
+        action=d.get("action", 0), share=d.get("share", 0), selector=_sel(d.get("selector")),
+        templates=None if tmpls is None else tuple(
+            XfrmTemplate(**{**t, "spi": _spi(t["spi"])}) for t in tmpls),
+        ptype=d.get("ptype"), mark=None if d.get("mark") is None else tuple(d["mark"]),
+        if_id=d.get("if_id"))
+
+
+def snapshot_from_dict(d: dict, source: str = "json") -> XfrmSnapshot:
+    return XfrmSnapshot(
+        sas=tuple(sa_from_dict(s) for s in d.get("sas", ())),
+        policies=tuple(policy_from_dict(p) for p in d.get("policies", ())),
+        ts=d.get("ts"), source=d.get("source", source), netns=d.get("netns"),
+        host_cpus=d.get("host_cpus"), kernel=d.get("kernel"))
+
+
+def snapshot_from_capture_json(d: dict) -> XfrmSnapshot:
+    """The ``*.xfrm-sa.json`` netlink dumps beside the shared strongSwan 6 capture."""
+    sas = []
+    for s in d.get("sas", ()):
+        cfg = s.get("lifetime_cfg", {})
+        sas.append(XfrmSaState(
+            src=s["src"], dst=s["dst"], spi=int(s["spi"]), proto=s["proto"],
+            family=s.get("family", AF_INET), mode=s["mode"], reqid=s["reqid"],
+            dir=s.get("dir"), pcpu=s.get("pcpu"), seq=s.get("seq", 0),
+            replay_window=s.get("replay_window", 0), flags=s.get("flags", 0),
+            selector=XfrmSelector(family=s.get("sel_family", 0)),
+            lifetime_cfg=XfrmLifetimeCfg(
+                soft_byte_limit=cfg.get("soft_byte", 0), hard_byte_limit=cfg.get("hard_byte", 0),
+                soft_packet_limit=cfg.get("soft_packet", 0),
+                hard_packet_limit=cfg.get("hard_packet", 0),
+                soft_add_expires_seconds=cfg.get("soft_add", 0),
+                hard_add_expires_seconds=cfg.get("hard_add", 0),
+                soft_use_expires_seconds=cfg.get("soft_use", 0),
+                hard_use_expires_seconds=cfg.get("hard_use", 0)),
+            curlft=XfrmLifetimeCur(**s.get("curlft", {})),
+            stats=XfrmStats(**s.get("stats", {})),
+            replay=XfrmReplay(**s.get("replay", {})),
+            algos=tuple(XfrmAlgo(kind=n.lower().removeprefix("alg_"), name="", key_len=0)
+                        for n in s.get("attr_names", ()) if n.startswith("ALG_")),
+            lastused=s.get("lastused")))
+    pols = [XfrmPolicy(dir=p["dir"], index=p["index"], priority=p["priority"],
+                       flags=p.get("flags", 0), action=p.get("action", 0),
+                       selector=XfrmSelector(family=p.get("sel_family", 0)),
+                       templates=None if "TMPL" in p.get("attrs", ()) else ())
+            for p in d.get("policies", ())]
+    return XfrmSnapshot(sas=tuple(sas), policies=tuple(pols), ts=None, source="capture-json",
+                        netns=d.get("netns"))
+
+
+# ---------------------------------------------------------------------------------------
+# iproute2 text (``ip -s xfrm state``, ``ip [-s] xfrm policy``), 6.1 and >= 7.0
+
+PROTO_BY_NAME = {"esp": 50, "ah": 51, "comp": 108, "route2": 43, "hao": 60}
+MODE_BY_NAME = {"transport": 0, "tunnel": 1, "ro": 2, "in_trigger": 3, "beet": 4, "iptfs": 5}
+SA_FLAG_BY_NAME = {"noecn": 1, "decap-dscp": 2, "nopmtudisc": 4, "wildrecv": 8, "icmp": 16,
+                   "af-unspec": 32, "align4": 64, "esn": 128}
+POLICY_FLAG_BY_NAME = {"localok": 1, "icmp": 2}
+POLICY_DIR_BY_NAME = {"in": 0, "out": 1, "fwd": 2}
+SA_DIR_BY_NAME = {"in": 1, "out": 2}
+ALGO_KIND = {"enc": "crypt", "auth": "auth", "auth-trunc": "auth_trunc", "aead": "aead",
+             "comp": "comp"}
+
+_INT = r"(\d+)"
+_RE = {
+    "id": re.compile(r"proto (\S+) spi 0x([0-9a-f]+)(?:\(\d+\))? reqid (\d+)(?:\(0x[0-9a-f]+\))?"
+                     r" mode (\S+)"),
+    "rw": re.compile(r"replay-window (\d+)(?: seq 0x([0-9a-f]+))?(?: flag ?(.*?))?"
+                     r"(?: \(0x[0-9a-f]+\))? *$"),
+    "replay": re.compile(r"anti-replay context: seq 0x([0-9a-f]+), oseq 0x([0-9a-f]+), "
+                         r"bitmap 0x([0-9a-f]+)"),
+    "esn": re.compile(r"seq-hi 0x([0-9a-f]+), seq 0x([0-9a-f]+), oseq-hi 0x([0-9a-f]+), "
+                      r"oseq 0x([0-9a-f]+)"),
+    "esn_win": re.compile(r"replay_window (\d+), bitmap-length (\d+)"),
+    "cur": re.compile(r"^(\d+)\(bytes\), (\d+)\(packets\)"),
+    "curtime": re.compile(r"^add (\S+ \S+|-) use (\S+ \S+|-)"),
+    "stats": re.compile(r"^replay-window (\d+) replay (\d+) failed (\d+)"),
+    "limit": re.compile(r"^limit: soft (\S+)\((bytes|packets)\), hard (\S+)\((bytes|packets)\)"),
+    "expire": re.compile(r"^expire (add|use): soft (\d+)\(sec\), hard (\d+)\(sec\)"),
+    "algo": re.compile(r"^(enc|auth|auth-trunc|aead|comp) (\S+)(?: \S+ \((\d+) bits\))?"
+                       r"(?: (\d+))?"),
+    "sel": re.compile(r"^(?:sel )?src (\S+) dst (\S+)(.*)$"),
+    "mark": re.compile(r"^mark 0x([0-9a-f]+)/0x([0-9a-f]+)"),
+    "if_id": re.compile(r"^if_id 0x([0-9a-f]+)"),
+    "encap": re.compile(r"^encap type (\S+) sport (\d+) dport (\d+) addr (\S+)"),
+    "tmpl_id": re.compile(r"proto (\S+)(?: spi 0x([0-9a-f]+)(?:\(\d+\))?)? reqid (\d+)"
+                          r"(?:\(0x[0-9a-f]+\))? mode (\S+)"),
+}
+ENCAP_BY_NAME = {"espinudp-nonike": 1, "espinudp": 2, "espintcp": 7}
+
+
+def _split_net(text: str) -> tuple[str, int | None]:
+    if "/" in text:
+        addr, plen = text.split("/", 1)
+        return addr, int(plen)
+    return text, None
+
+
+def _family(addr: str) -> int:
+    return AF_INET6 if ":" in addr else AF_INET
+
+
+def _limit(v: str) -> int:
+    return 0xFFFFFFFFFFFFFFFF if v == "(INF)" else int(v)
+
+
+def _localtime(v: str) -> int:
+    if v == "-":
+        return 0
+    return int(time.mktime(time.strptime(v, "%Y-%m-%d %H:%M:%S")))
+
+
+def _selector_from_line(src: str, dst: str, rest: str) -> XfrmSelector:
+    s, plen_s = _split_net(src)
+    d, plen_d = _split_net(dst)
+    fam = _family(s)
+    proto = 0
+    m = re.search(r"proto (\S+)", rest)
+    if m:
+        proto = {"tcp": 6, "udp": 17, "icmp": 1, "ipv6-icmp": 58, "sctp": 132}.get(
+            m.group(1), int(m.group(1)) if m.group(1).isdigit() else 0)
+    sport = re.search(r"sport (\d+)", rest)
+    dport = re.search(r"dport (\d+)", rest)
+    full = 128 if fam == AF_INET6 else 32
+    return XfrmSelector(family=fam, src=s, dst=d,
+                        prefixlen_s=full if plen_s is None else plen_s,
+                        prefixlen_d=full if plen_d is None else plen_d, proto=proto,
+                        sport=int(sport.group(1)) if sport else 0,
+                        dport=int(dport.group(1)) if dport else 0,
+                        sport_mask=0xFFFF if sport else 0, dport_mask=0xFFFF if dport else 0)
+
+
+def _blocks(lines: list[str]) -> Iterator[tuple[int, list[str]]]:
+    """Yield (first line number, lines) for each block starting with an unindented 'src'."""
+    start, cur = 0, []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if not line[0].isspace():
+            if cur:
+                yield start, cur
+            start, cur = n, [line]
+        else:
+            if not cur:
+                raise ValueError(f"{n}: indented line before any 'src ... dst ...' line")
+            cur.append(line)
+    if cur:
+        yield start, cur
+
+
+def _parse_sa_block(lines: list[str]) -> XfrmSaState:
+    m = re.match(r"^src (\S+) dst (\S+)", lines[0])
+    if not m:
+        raise ValueError("expected 'src ADDR dst ADDR'")
+    src, dst = m.groups()
+    f: dict = {"src": src, "dst": dst, "family": _family(dst)}
+    cfg: dict = {}
+    cur: dict = {}
+    replay: dict = {}
+    stats: dict = {}
+    algos = []
+    section = None
+    for raw in lines[1:]:
+        line = raw.strip()
+        if (m := _RE["id"].match(line)) and "spi" not in f:
+            f["proto"] = PROTO_BY_NAME.get(m.group(1), int(m.group(1)) if m.group(1).isdigit() else 0)
+            f["spi"] = int(m.group(2), 16)
+            f["reqid"] = int(m.group(3))
+            f["mode"] = MODE_BY_NAME.get(m.group(4), 0)
+        elif m := _RE["rw"].match(line):
+            f["replay_window"] = int(m.group(1))
+            f["seq"] = int(m.group(2), 16) if m.group(2) else 0
+            f["flags"] = sum(SA_FLAG_BY_NAME.get(t, 0) for t in (m.group(3) or "").split())
+        elif m := _RE["replay"].match(line):
+            replay = {"seq": int(m.group(1), 16), "oseq": int(m.group(2), 16),
+                      "bitmap": int(m.group(3), 16)}
+        elif line.startswith("anti-replay esn context"):
+            replay = {"esn": True}
+        elif (m := _RE["esn"].match(line)) and replay.get("esn"):
+            replay.update(seq_hi=int(m.group(1), 16), seq=int(m.group(2), 16),
+                          oseq_hi=int(m.group(3), 16), oseq=int(m.group(4), 16))
+        elif (m := _RE["esn_win"].match(line)) and replay.get("esn"):
+            replay["replay_window"] = int(m.group(1))
+        elif line.startswith("lifetime config:"):
+            section = "cfg"
+        elif line.startswith("lifetime current:"):
+            section = "cur"
+        elif line.startswith("stats:"):
+            section = "stats"
+        elif section == "cfg" and (m := _RE["limit"].match(line)):
+            unit = "byte" if m.group(2) == "bytes" else "packet"
+            cfg[f"soft_{unit}_limit"] = _limit(m.group(1))
+            cfg[f"hard_{unit}_limit"] = _limit(m.group(3))
+        elif section == "cfg" and (m := _RE["expire"].match(line)):
+            cfg[f"soft_{m.group(1)}_expires_seconds"] = int(m.group(2))
+            cfg[f"hard_{m.group(1)}_expires_seconds"] = int(m.group(3))
+        elif section == "cur" and (m := _RE["cur"].match(line)):
+            cur.update(bytes=int(m.group(1)), packets=int(m.group(2)))
+        elif section == "cur" and (m := _RE["curtime"].match(line)):
+            cur.update(add_time=_localtime(m.group(1)), use_time=_localtime(m.group(2)))
+        elif section == "stats" and (m := _RE["stats"].match(line)):
+            stats = {"replay_window": int(m.group(1)), "replay": int(m.group(2)),
+                     "integrity_failed": int(m.group(3))}
+        elif m := _RE["algo"].match(line):
+            # the key (third token) is deliberately not kept
+            algos.append(XfrmAlgo(kind=ALGO_KIND[m.group(1)], name=m.group(2),
+                                  key_len=int(m.group(3) or 0),
+                                  icv_len=int(m.group(4)) if m.group(4) else None))
+        elif line.startswith("sel ") and (m := _RE["sel"].match(line)):
+            f["selector"] = _selector_from_line(*m.groups())
+        elif line.startswith("dir "):
+            f["dir"] = SA_DIR_BY_NAME.get(line.split()[1])
+        elif line.startswith("pcpu-num "):
+            f["pcpu"] = int(line.split()[1])
+        elif m := _RE["mark"].match(line):
+            f["mark"] = (int(m.group(1), 16), int(m.group(2), 16))
+        elif m := _RE["if_id"].match(line):
+            f["if_id"] = int(m.group(1), 16)
+        elif m := _RE["encap"].match(line):
+            f["encap"] = XfrmEncap(ENCAP_BY_NAME.get(m.group(1), 0), int(m.group(2)),
+                                   int(m.group(3)), m.group(4))
+        elif line.startswith("lastused "):
+            f["lastused"] = _localtime(line[len("lastused "):].strip())
+    if "spi" not in f:
+        raise ValueError("SA without a 'proto ... spi ... reqid ... mode ...' line")
+    return XfrmSaState(
+        **f, lifetime_cfg=XfrmLifetimeCfg(**cfg), curlft=XfrmLifetimeCur(**cur),
+        stats=XfrmStats(**stats), replay=XfrmReplay(**replay), algos=tuple(algos))
+
+
+def _parse_policy_block(lines: list[str]) -> XfrmPolicy:
+    m = _RE["sel"].match(lines[0])
+    if not m:
+        raise ValueError("expected 'src NET dst NET'")
+    sel = _selector_from_line(*m.groups())
+    f: dict = {"index": 0, "priority": 0, "flags": 0}
+    tmpls = []
+    pending: dict | None = None
+    for raw in lines[1:]:
+        line = raw.strip()
+        toks = line.split()
+        if toks and toks[0] in ("dir", "socket"):
+            f["dir"] = POLICY_DIR_BY_NAME[toks[1]] + (3 if toks[0] == "socket" else 0)
+            it = iter(toks[2:])
+            for tok in it:
+                if tok == "priority":
+                    f["priority"] = int(next(it))
+                elif tok == "index":
+                    f["index"] = int(next(it))
+                elif tok == "action":
+                    f["action"] = 1 if next(it) == "block" else 0
+                elif tok == "ptype":
+                    f["ptype"] = {"main": 0, "sub": 1}.get(next(it), None)
+                elif tok == "share":
+                    next(it)
+                elif tok == "flag":
+                    for ftok in it:
+                        if ftok.startswith("(0x"):
+                            break  # iproute2's raw dump of the field, not the flags
+                        if ftok in POLICY_FLAG_BY_NAME:
+                            f["flags"] |= POLICY_FLAG_BY_NAME[ftok]
+                        elif re.fullmatch(r"[0-9a-f]+", ftok):
+                            f["flags"] |= int(ftok, 16)  # bits iproute2 has no name for
+        elif toks and toks[0] == "tmpl":
+            tm = re.match(r"tmpl src (\S+) dst (\S+)", line)
+            pending = {"src": tm.group(1), "dst": tm.group(2)}
+        elif pending is not None and (tm := _RE["tmpl_id"].match(line)):
+            fam = _family(pending["dst"])
+            tmpls.append(XfrmTemplate(
+                dst=pending["dst"], spi=int(tm.group(2) or "0", 16),
+                proto=PROTO_BY_NAME.get(tm.group(1), 0), family=fam, src=pending["src"],
+                reqid=int(tm.group(3)), mode=MODE_BY_NAME.get(tm.group(4), 0)))
+            pending = None
+        elif line.startswith("level ") and tmpls:
+            if "use" in toks[1:2]:
+                tmpls[-1] = replace(tmpls[-1], optional=1)
+        elif m2 := _RE["mark"].match(line):
+            f["mark"] = (int(m2.group(1), 16), int(m2.group(2), 16))
+        elif m2 := _RE["if_id"].match(line):
+            f["if_id"] = int(m2.group(1), 16)
+    if "dir" not in f:
+        raise ValueError("policy without a 'dir ...' line")
+    return XfrmPolicy(**f, selector=sel, templates=tuple(tmpls))
+
+
+def parse_ip_xfrm(text: str, name: str = "<text>", ts: float | None = None) -> XfrmSnapshot:
+    """``ip -s xfrm state`` and/or ``ip [-s] xfrm policy`` output (both may be concatenated)."""
+    sas, pols = [], []
+    lines = text.splitlines()
+    try:
+        blocks = list(_blocks(lines))
+    except ValueError as err:
+        raise XfrmImportError(f"{name}:{err}") from None
+    for start, block in blocks:
+        second = block[1].strip() if len(block) > 1 else ""
+        try:
+            if second.startswith("proto ") and " spi " in second:
+                sas.append(_parse_sa_block(block))
+            elif second.split()[:1] and second.split()[0] in ("dir", "socket"):
+                pols.append(_parse_policy_block(block))
+            else:
+                raise ValueError("neither an SA ('proto ... spi') nor a policy ('dir ...')")
+        except (ValueError, KeyError, AttributeError) as err:
+            raise XfrmImportError(f"{name}:{start}: {err}") from None
+    return XfrmSnapshot(sas=tuple(sas), policies=tuple(pols), ts=ts, source="ip-text")
+
+
+# ---------------------------------------------------------------------------------------
+# files
+
+def load_series(path: str | os.PathLike) -> list[XfrmSnapshot]:
+    """Every sample in ``path``: our JSON (one document or JSON Lines, as ``multisa xfrm
+    snapshot`` writes), the capture's ``*.xfrm-sa.json``, or ``ip xfrm`` text."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise XfrmImportError(f"{p}: not a text file") from None
+    stripped = text.lstrip()
+    if not stripped:
+        raise XfrmImportError(f"{p}: empty file")
+    if stripped[0] != "{":
+        return [parse_ip_xfrm(text, str(p), ts=p.stat().st_mtime)]
+    try:
+        docs = [json.loads(text)]
+    except json.JSONDecodeError:
+        docs = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                docs.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise XfrmImportError(f"{p}:{n}: not JSON: {err.msg} at column {err.colno}") \
+                    from None
+    out = []
+    for n, doc in enumerate(docs, 1):
+        try:
+            out.append(_snapshot_from_doc(doc))
+        except (KeyError, TypeError, ValueError) as err:
+            raise XfrmImportError(f"{p}: sample {n}: missing or bad field {err}") from None
+    return out
+
+
+def _snapshot_from_doc(doc: dict) -> XfrmSnapshot:
+    if doc.get("format") == FORMAT:
+        return snapshot_from_dict(doc)
+    sas = doc.get("sas", [])
+    if sas and isinstance(sas[0].get("spi"), int) and "curlft" in sas[0]:
+        return snapshot_from_capture_json(doc)
+    if "sas" in doc or "policies" in doc:
+        return snapshot_from_dict(doc)
+    raise ValueError("'sas'")
+
+
+def load_snapshot(path: str | os.PathLike) -> XfrmSnapshot:
+    """The last sample of ``path`` (the state at the end of a run)."""
+    return load_series(path)[-1]
+
+
+# ---------------------------------------------------------------------------------------
+# live
+
+def kernel_release() -> str:
+    return os.uname().release
+
+
+def snapshot_from_kernel(netns: str | None = None, sock=None) -> XfrmSnapshot:
+    """Dump SAD and SPD over netlink (read-only) into a snapshot."""
+    from dissectors.xfrm import XfrmSocket, host_cpu_count
+
+    own = sock is None
+    sock = sock or XfrmSocket(netns)
+    try:
+        ts = time.time()
+        sas = tuple(sock.dump_sas())
+        pols = tuple(sock.dump_policies())
+    finally:
+        if own:
+            sock.close()
+    return XfrmSnapshot(sas=sas, policies=pols, ts=ts, source="netlink", netns=netns,
+                        host_cpus=host_cpu_count(), kernel=kernel_release())
+
+
+def iter_samples(netns: str | None, interval: float, count: int,
+                 sleep=time.sleep) -> Iterable[XfrmSnapshot]:
+    """``count`` snapshots ``interval`` seconds apart (count 0: forever), one socket."""
+    from dissectors.xfrm import XfrmSocket
+
+    with XfrmSocket(netns) as sock:
+        n = 0
+        next_at = time.monotonic()
+        while count == 0 or n < count:
+            yield snapshot_from_kernel(netns, sock)
+            n += 1
+            if count and n >= count:
+                break
+            next_at += interval
+            sleep(max(0.0, next_at - time.monotonic()))
+
