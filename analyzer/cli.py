@@ -89,8 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=cmd_show)
 
     from analyzer import xfrm_commands
+    from peer import cli as peer_cli
 
     xfrm_commands.register(sub)
+    peer_cli.register(sub)
     return parser
 
 

@@ -1,0 +1,192 @@
+"""``multisa peer``: the reference peer's command line (wired into ``analyzer/cli.py``).
+
+    multisa peer responder --listen ADDR[:PORT] [options]
+    multisa peer initiator --connect ADDR[:PORT] --local ADDR [--resources N] [options]
+    multisa peer demo --out DIR [--resources N] [--fault NAME] [--duration S]
+    multisa peer faults
+
+Handlers return exit codes (0 ok, 1 the IKE SA failed, 2 bad usage/config). The PSK comes
+from a file (``--psk-file``) or the environment (``MULTISA_PSK``), never from the command
+line, and is never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+
+
+def _addr(text: str, default_port: int) -> tuple[str, int]:
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else default_port
+    if text.count(":") == 1:
+        host, port = text.split(":")
+        return host, int(port)
+    return text, default_port
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML file with PeerConfig keys (flags override it)")
+    p.add_argument("--psk-file", help="file holding the pre-shared key (or set MULTISA_PSK)")
+    p.add_argument("--local-id", help="our identity (ID_FQDN); default: our IP address")
+    p.add_argument("--remote-id", help="the peer's identity we insist on (default: any)")
+    p.add_argument("--local-ts", help="our protected subnet (default 198.51.100.0/24)")
+    p.add_argument("--remote-ts", help="the peer's protected subnet (default 203.0.113.0/24)")
+    p.add_argument("--ike-proposal", action="append", dest="ike_proposals", metavar="PROPOSAL",
+                   help="strongSwan-style, e.g. aes256gcm16-prfsha256-x25519 (repeatable)")
+    p.add_argument("--esp-proposal", action="append", dest="esp_proposals", metavar="PROPOSAL",
+                   help="e.g. aes256gcm16 or aes256-sha256[-modp2048 for PFS] (repeatable)")
+    p.add_argument("--resources", type=int, help="per-resource Child SAs / ESP workers (default: CPU count)")
+    p.add_argument("--resource-info", action="store_true", default=None,
+                   help="enable RFC 9611 SA_RESOURCE_INFO and per-resource Child SAs (off by default, §7)")
+    p.add_argument("--max-per-ts", type=int, help="additional Child SAs allowed per TS pair (default 2 x CPUs)")
+    p.add_argument("--rate", type=float, help="ESP packets/s per worker (default 100, 0 = no ESP)")
+    p.add_argument("--size", type=int, help="inner payload octets (default 64)")
+    p.add_argument("--duration", type=float, help="seconds of ESP per worker (default 5)")
+    p.add_argument("--lifetime", type=float, help="stop after this many seconds whatever happens")
+    p.add_argument("--keys-dir", help="write ikev2_decryption_table and esp_sa here")
+    p.add_argument("--status-file", help="JSON counters, rewritten twice a second")
+    p.add_argument("--fault", action="append", dest="faults", metavar="NAME",
+                   help="break one rule on purpose (see `multisa peer faults`; repeatable)")
+    p.add_argument("--natt-port", type=int, default=4500, help="local NAT-T port (default 4500)")
+    p.add_argument("-v", "--verbose", action="store_true")
+
+
+def register(sub) -> None:
+    """Add ``peer`` with its sub-subcommands to an argparse subparsers object."""
+    peer = sub.add_parser("peer", help="reference IKEv2 peer with per-resource Child SAs (RFC 9611)")
+    psub = peer.add_subparsers(dest="peer_command", required=True, metavar="PEER_COMMAND")
+
+    r = psub.add_parser("responder", help="answer IKE SAs and Child SAs (enforces the per-TS limit)")
+    r.add_argument("--listen", required=True, metavar="ADDR[:PORT]", help="address and IKE port (default 500)")
+    r.add_argument("--once", action="store_true", help="exit when the first IKE SA is gone")
+    _common(r)
+    r.set_defaults(func=cmd_responder)
+
+    i = psub.add_parser("initiator", help="set up an IKE SA, the per-resource Child SAs, ESP, then delete")
+    i.add_argument("--connect", required=True, metavar="ADDR[:PORT]")
+    i.add_argument("--local", metavar="ADDR[:PORT]", help="our address and IKE port (default: route to peer, 500)")
+    i.add_argument("--remote-natt-port", type=int, default=4500)
+    i.add_argument("--extra-requests", type=int, help="ask for this many Child SAs beyond --resources")
+    i.add_argument("--on-demand", action="store_true", help="create per-resource SAs one by one, not all at once")
+    i.add_argument("--pfs", action="store_true", default=None, help="CREATE_CHILD_SA with KE (the IKE SA's group)")
+    i.add_argument("--rekey-child-after", type=float, help="rekey resource 0's Child SA after S seconds")
+    _common(i)
+    i.set_defaults(func=cmd_initiator)
+
+    d = psub.add_parser("demo", help="responder + initiator in two netns (root) or on loopback, captured")
+    d.add_argument("--out", required=True, help="directory for capture.pcapng and the key files")
+    d.add_argument("--resources", type=int, default=2)
+    d.add_argument("--fault", action="append", dest="faults", default=[], metavar="NAME")
+    d.add_argument("--duration", type=float, default=3.0)
+    d.add_argument("--rate", type=float, default=20.0)
+    d.add_argument("--loopback", action="store_true", help="use loopback even as root")
+    d.add_argument("-v", "--verbose", action="store_true")
+    d.set_defaults(func=cmd_demo)
+
+    f = psub.add_parser("faults", help="list the fault switches")
+    f.set_defaults(func=cmd_faults)
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                        format="multisa peer: %(message)s")
+
+
+def _config(args, role: str):
+    from .config import ConfigError, load_config
+
+    over = {k: getattr(args, k, None) for k in (
+        "psk_file", "local_id", "remote_id", "local_ts", "remote_ts", "ike_proposals", "esp_proposals",
+        "resources", "resource_info", "max_per_ts", "rate", "size", "duration", "lifetime", "keys_dir",
+        "status_file", "faults", "extra_requests", "pfs", "rekey_child_after")}
+    over["role"] = role
+    if getattr(args, "on_demand", False):
+        over["all_at_once"] = False
+    if not args.psk_file and os.environ.get("MULTISA_PSK"):
+        over["psk"] = os.environ["MULTISA_PSK"]
+    try:
+        cfg = load_config(args.config, over)
+    except ConfigError as err:
+        print(f"multisa: error: {err}", file=sys.stderr)
+        return None
+    if not cfg.psk:
+        print("multisa: error: no PSK: give --psk-file or set MULTISA_PSK", file=sys.stderr)
+        return None
+    return cfg
+
+
+def _run(node) -> int:
+    try:
+        return asyncio.run(node.run())
+    except KeyboardInterrupt:
+        node.stop_workers()
+        return EXIT_FAILED
+    except OSError as err:
+        print(f"multisa: error: {err.strerror or err} ({node.local_host})", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def cmd_responder(args) -> int:
+    from .node import Node
+
+    _logging(args.verbose)
+    cfg = _config(args, "responder")
+    if cfg is None:
+        return EXIT_ERROR
+    return _run(Node(cfg, _addr(args.listen, 500), args.natt_port, once=args.once))
+
+
+def cmd_initiator(args) -> int:
+    import socket
+
+    from .node import Node
+
+    _logging(args.verbose)
+    cfg = _config(args, "initiator")
+    if cfg is None:
+        return EXIT_ERROR
+    remote = _addr(args.connect, 500)
+    if args.local:
+        local = _addr(args.local, 500)
+    else:
+        probe = socket.socket(socket.AF_INET6 if ":" in remote[0] else socket.AF_INET, socket.SOCK_DGRAM)
+        probe.connect(remote)
+        local = (probe.getsockname()[0], 500)
+        probe.close()
+    return _run(Node(cfg, local, args.natt_port, remote, args.remote_natt_port))
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    _logging(args.verbose)
+    return run_demo(args.out, resources=args.resources, faults=args.faults, duration=args.duration,
+                    rate=args.rate, loopback=args.loopback)
+
+
+def cmd_faults(args) -> int:
+    from .faults import FAULTS
+
+    width = max(len(n) for n in FAULTS)
+    for f in FAULTS.values():
+        print(f"{f.name:<{width}}  {f.side:<9}  {f.rfc}: {f.shows}")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (``python -m peer.cli ...``) until analyzer/cli.py wires ``register``."""
+    parser = argparse.ArgumentParser(prog="multisa")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
