@@ -1,34 +1,11 @@
 """Streaming capture input: pcap/pcapng -> link layer -> IPv4/IPv6 -> UDP or ESP datagrams.
 
-CONTRACT (implemented by the capture work; other modules rely on exactly this):
-
-    @dataclass(slots=True)
-    class Datagram:
-        frame: FrameRef          # source path, 1-based frame number, timestamp
-        src: str                 # IP address text ("192.0.2.1", "2001:db8::1")
-        dst: str
-        proto: int               # 17 (UDP) or 50 (ESP); other protocols are not yielded
-        sport: int | None        # UDP ports, None for raw ESP
-        dport: int | None
-        payload: bytes           # UDP payload, or the IP payload for ESP (starts at the SPI)
-
-    class CaptureError(Exception):  # one line: "<file>: frame N, offset K: reason"
-
-    def iter_datagrams(path: str) -> Iterator[Datagram]
-        Yields every UDP and ESP datagram in file order, streaming (no whole-file read).
-        A truncated or corrupt file: everything before the damage is yielded, then
-        CaptureError is raised. An unknown link type: frames on it are skipped and
-        counted; never a traceback.
-
-ADDITIONS (compatible with the contract):
-
-- ``Datagram.truncated``: True when the snap length cut the packet (payload is short).
-- ``iter_datagrams(path, stats=None, reassembler=None)``: pass a ``CaptureStats`` to read
-  the counters (frames, skipped_linktype, not_ip, other_proto, ip_fragments, ...).
-- ``iter_frames(path, stats=None)``: raw ``(FrameRef, linktype, bytes)`` per packet record.
-- ``FrameDecoder``: link layer -> datagram for one frame; a live source can reuse it.
-- ``Reassembler``: bounded IPv4/IPv6 fragment reassembly (RFC 791 §3.2, RFC 8200 §4.5).
-- ``LINKTYPES``: the link-type dispatch table (tcpdump.org LINKTYPE_* -> decoder).
+``iter_datagrams(path)`` yields a ``Datagram`` (frame, src, dst, proto 17 or 50, ports, payload)
+for every UDP and ESP datagram in file order, streaming. A damaged file yields every good frame
+first, then raises ``CaptureError`` ("<file>: frame N, offset K: reason"); frames on an unknown
+link type are skipped and counted in ``CaptureStats``. Also here: ``iter_frames`` (raw frames),
+``FrameDecoder`` (link layer -> datagram, for live sources), ``Reassembler`` (bounded IPv4/IPv6
+fragment reassembly, RFC 791 §3.2, RFC 8200 §4.5) and ``LINKTYPES`` (the dispatch table).
 
 WHY THE FILE READER IS HAND-WRITTEN (about 190 lines) rather than scapy's
 ``RawPcapReader``/``RawPcapNgReader`` (each point checked against scapy 2.8):
