@@ -1,0 +1,197 @@
+"""``multisa groups``, ``multisa lint`` and ``multisa rules``; ``register(sub)`` adds them.
+
+Handlers return ruff's exit codes: 0 nothing at or above the severity threshold, 1 findings,
+2 input or usage error (``--exit-zero`` turns 1 into 0, never 2). One-line problems are raised
+as ``analyzer.cli.UsageError``; the CLI prints them. A capture that breaks off mid-file is
+reported on stderr after everything analyzed before the damage, and lint exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import FORMATS, ConfigError, Settings, load_settings
+from .model import Severity
+
+EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+KEYS_HELP = ("key file or directory: Wireshark's ikev2_decryption_table / esp_sa as strongSwan's "
+             "save-keys writes them (repeatable)")
+
+
+def _usage_error(message: str) -> Exception:
+    from .cli import UsageError
+
+    return UsageError(message)
+
+
+def _codes(values: list[str] | None) -> list[str] | None:
+    """``--select MS1,MS3 --select MS9`` -> ["MS1", "MS3", "MS9"]."""
+    if values is None:
+        return None
+    return [c.strip() for v in values for c in v.split(",") if c.strip()]
+
+
+def _keys(paths: list[str] | None):
+    from dissectors.keys import load_keys
+
+    store = load_keys(paths or [])
+    for problem in store.problems:
+        if problem.line == 0:  # the file or directory itself is missing or unreadable
+            raise _usage_error(str(problem))
+        print(f"multisa: warning: {problem}", file=sys.stderr)
+    return store
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The configuration file's settings (``--config``, else the nearest one) with the
+    command line's options on top."""
+    from . import rules
+
+    try:
+        settings = Settings() if getattr(args, "isolated", False) else load_settings(getattr(args, "config", None))
+        select, ignore = _codes(getattr(args, "select", None)), _codes(getattr(args, "ignore", None))
+        if select is not None:
+            settings.select = [rules.check_prefix(c) for c in select]
+        if ignore:
+            settings.ignore = settings.ignore + [rules.check_prefix(c) for c in ignore]
+        if getattr(args, "severity", None):
+            settings.severity = Severity.parse(args.severity)
+        if getattr(args, "exit_zero", False):
+            settings.exit_zero = True
+        if getattr(args, "format", None):
+            settings.format = args.format
+    except (ConfigError, ValueError) as err:
+        raise _usage_error(str(err)) from None
+    return settings
+
+
+# --- lint ------------------------------------------------------------------------------------
+
+
+def render(report, fmt: str) -> str:
+    from .report import github, junit, sarif, text
+    from .report import json as json_report
+
+    if fmt == "json":
+        return json_report.render(report)
+    if fmt == "json-lines":
+        return json_report.render_lines(report)
+    return {"text": text, "sarif": sarif, "junit": junit, "github": github}[fmt].render(report)
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    from . import rules
+    from .pipeline import LintReport, analyze_capture, evaluated
+
+    settings = settings_from_args(args)
+    try:
+        selected = evaluated(rules.select(settings.select, settings.ignore))
+    except ValueError as err:
+        raise _usage_error(str(err)) from None
+    keys = _keys(args.keys)
+    results = [analyze_capture(path, keys, settings, selected) for path in args.captures]
+    report = LintReport(results, selected, settings.severity)
+    output = render(report, settings.format)
+    if args.output_file:
+        try:
+            Path(args.output_file).write_text(output, encoding="utf-8")
+        except OSError as err:
+            raise _usage_error(f"{args.output_file}: {err.strerror or err}") from None
+    else:
+        sys.stdout.write(output)
+        sys.stdout.flush()
+    for error in report.errors:
+        print(f"multisa: error: {error}", file=sys.stderr)
+    if report.errors:
+        return EXIT_ERROR
+    return EXIT_FINDINGS if report.findings and not settings.exit_zero else EXIT_OK
+
+
+# --- groups ----------------------------------------------------------------------------------
+
+
+def cmd_groups(args: argparse.Namespace) -> int:
+    from .pipeline import analyze_capture
+    from .report import groups
+
+    result = analyze_capture(args.capture, _keys(args.keys), Settings(), rules=[])
+    sys.stdout.write(groups.render_json(result) if args.json else groups.render_text(result))
+    sys.stdout.flush()
+    if result.error:
+        print(f"multisa: error: {result.error}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+# --- rules -----------------------------------------------------------------------------------
+
+
+def rule_dict(r) -> dict:
+    return {"code": r.code, "name": r.name, "title": r.title, "rfc": r.rfc, "level": r.level.value or None,
+            "severity": r.severity.label, "group": r.group.value, "event": r.event.__name__,
+            "removed": r.removed, "doc": r.doc}
+
+
+def rule_text(r) -> str:
+    head = f"{r.code} {r.name}: {r.title}"
+    meta = (f"{r.citation} · default severity {r.severity.label} · group {r.group.value}"
+            + (" · removed" if r.removed else ""))
+    return f"{head}\n{meta}\n\n{r.doc}\n"
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    from . import rules
+
+    if args.code:
+        r = rules.get(args.code)
+        if r is None:
+            raise _usage_error(f"unknown rule {args.code!r} (`multisa rules` lists them)")
+        sys.stdout.write(json.dumps(rule_dict(r), indent=2) + "\n" if args.format == "json" else rule_text(r))
+        return EXIT_OK
+    listed = rules.all_rules()
+    if args.format == "json":
+        sys.stdout.write(json.dumps([rule_dict(r) for r in listed], indent=2) + "\n")
+    elif args.format == "markdown":
+        sys.stdout.write(rules.markdown_table())
+    else:
+        width = max(len(r.name) for r in listed)
+        for r in listed:
+            sys.stdout.write(f"{r.code}  {r.name:<{width}}  {r.severity.label:<7}  {r.citation}\n")
+    return EXIT_OK
+
+
+# --- argparse --------------------------------------------------------------------------------
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``groups``, ``lint`` and ``rules`` to the ``multisa`` subparsers."""
+    groups = sub.add_parser("groups", help="IKE SA -> per-TS Child SA group -> Child SAs, with resource ids")
+    groups.add_argument("capture", help="pcap or pcapng file")
+    groups.add_argument("--keys", "-k", action="append", metavar="PATH", help=KEYS_HELP)
+    groups.add_argument("--json", action="store_true", help="one JSON document")
+    groups.set_defaults(func=cmd_groups)
+
+    lint = sub.add_parser("lint", help="check captures against RFC 9611 (exit 0 clean, 1 findings, 2 error)")
+    lint.add_argument("captures", nargs="+", metavar="CAPTURE", help="pcap or pcapng files")
+    lint.add_argument("--keys", "-k", action="append", metavar="PATH", help=KEYS_HELP)
+    lint.add_argument("--format", "-f", choices=FORMATS, help="output format (default text)")
+    lint.add_argument("--select", action="append", metavar="CODES",
+                      help="only these rule codes or prefixes, comma-separated (e.g. MS1,MS307)")
+    lint.add_argument("--ignore", action="append", metavar="CODES",
+                      help="skip these rule codes or prefixes, comma-separated")
+    lint.add_argument("--severity", choices=[s.label for s in Severity],
+                      help="report (and fail on) findings at or above this severity (default info)")
+    lint.add_argument("--exit-zero", action="store_true", help="exit 0 even when there are findings")
+    lint.add_argument("--config", metavar="FILE",
+                      help="settings file (multisa.toml or pyproject.toml); default: the nearest one")
+    lint.add_argument("--isolated", action="store_true", help="ignore configuration files")
+    lint.add_argument("--output-file", "-o", metavar="FILE", help="write the report here instead of stdout")
+    lint.set_defaults(func=cmd_lint)
+
+    rules = sub.add_parser("rules", help="list the lint rules, or print one rule's documentation")
+    rules.add_argument("code", nargs="?", help="rule code or name, e.g. MS307")
+    rules.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+    rules.set_defaults(func=cmd_rules)
