@@ -1,0 +1,104 @@
+"""What the ESP pass tells the MS4xx rules (``analyzer/rules/esp.py``), once per SA and per group.
+
+The ESP pass (``analyzer.esp_analysis``) runs the IKE analyzer and the sequence trackers in
+one streaming pass; at the end of the capture it emits one ``EspSaSeen`` per ESP SA
+(destination, SPI) and one ``EspGroupSeen`` per Child SA group, through the same rule
+registry and ``Analyzer`` as the IKE rules, so ``--select``/``--ignore`` and severities apply.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from dissectors.esp import InnerFlow
+from dissectors.records import FrameRef
+
+from .esp_seq import DEFAULT_WINDOW, EspSeqTracker
+from .model import ChildSa, ChildSaGroup, IkeSa
+
+MAX_FLOWS = 64  # distinct inner flows kept per SA; the rest are counted in other_flows
+
+
+@dataclass
+class EspSettings:
+    """Knobs of the ESP rules (``[tool.multisa]`` keys once the lead adds them to Settings)."""
+
+    window: int = DEFAULT_WINDOW  # anti-replay window, packets (RFC 4303 §3.4.3)
+    imbalance_ratio: float = 10.0  # MS414: busiest/quietest member packets
+    min_packets: int = 10  # MS413-MS415 judge only groups that carried at least this many
+
+
+@dataclass(eq=False)
+class EspSaView:
+    """One ESP SA (one direction of a Child SA) with what the capture showed of it."""
+
+    tracker: EspSeqTracker
+    source: str = ""
+    child: ChildSa | None = None
+    group: ChildSaGroup | None = None
+    group_id: int | None = None
+    direction: str | None = None  # "I->R" / "R->I" (lineage orientation, analyzer.model)
+    decrypted: int = 0  # packets whose ICV verified and that decrypted
+    icv_failures: int = 0
+    first_icv_failure: int = 0  # frame
+    undecryptable: int = 0  # other decryption errors (short, bad padding)
+    key_source: str | None = None
+    key_note: str | None = None  # why no key (e.g. "PFS: not derivable without the DH secret")
+    flows: Counter = field(default_factory=Counter)  # InnerFlow -> packets
+    other_flows: int = 0
+
+    @property
+    def spi(self) -> int:
+        return self.tracker.spi
+
+    def frame(self, index: int, ts: float | None = None) -> FrameRef:
+        t = self.tracker
+        if ts is None:
+            ts = t.first_ts if index == t.first_frame else t.last_ts if index == t.last_frame else 0.0
+        return FrameRef(self.source, index, ts)
+
+    @property
+    def receiver_resource_id(self) -> bytes | None:
+        """The SA_RESOURCE_INFO data the receiving side sent for this Child SA."""
+        if self.child is None or self.direction is None:
+            return None
+        return self.child.resource_id_r if self.direction == "I->R" else self.child.resource_id_i
+
+    def add_flow(self, flow: InnerFlow) -> None:
+        if flow in self.flows or len(self.flows) < MAX_FLOWS:
+            self.flows[flow] += 1
+        else:
+            self.other_flows += 1
+
+
+@dataclass(frozen=True, slots=True)
+class EspSaSeen:
+    """The end of the capture, for one ESP SA."""
+
+    sa: EspSaView
+    ike: IkeSa | None
+    group: ChildSaGroup | None
+    settings: EspSettings
+    any_ike: bool  # did the capture hold any IKE SA at all?
+
+    @property
+    def frames(self) -> tuple[FrameRef, ...]:
+        return (self.sa.frame(self.sa.tracker.first_frame),)
+
+
+@dataclass(frozen=True, slots=True)
+class EspGroupSeen:
+    """The end of the capture, for one Child SA group and the ESP SAs of its Child SAs."""
+
+    group: ChildSaGroup
+    ike: IkeSa | None
+    sas: tuple[EspSaView, ...]
+    settings: EspSettings
+
+    def packets_of(self, child: ChildSa) -> int:
+        return sum(v.tracker.packets for v in self.sas if v.child is child)
+
+    @property
+    def frames(self) -> tuple[FrameRef, ...]:
+        return tuple(f for c in self.group.children[:1] for f in (c.created,) if f is not None)
