@@ -1,0 +1,180 @@
+"""Wireshark's three panes: ``PacketList`` (one row per IKE message), ``DecodeTree`` (the
+``analyzer.report.tree.render_message`` text as a collapsible tree, decrypted payloads
+included) and ``HexView`` (the message bytes as received)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual.message import Message
+from textual.widgets import DataTable, Static, Tree
+
+from analyzer.report.tree import render_message
+from dissectors.iana import ExchangeType, NotifyType, PayloadType, name_of
+from dissectors.ikev2 import IkeMessage
+from dissectors.ikev2.payloads import NotifyPayload, SkPayload
+
+_SHORT = {PayloadType.VENDOR_ID: "V", PayloadType.NONCE: "N(nonce)", PayloadType.NOTIFY: "N"}
+
+
+def payload_summary(msg: IkeMessage) -> str:
+    """``SK{IDi AUTH SA TSi TSr N(SA_RESOURCE_INFO)}`` -- what Wireshark's Info column says."""
+    parts = []
+    for p in msg.payloads:
+        if isinstance(p, SkPayload):
+            inner = " ".join(_one(q) for q in p.inner) if p.decrypted else "encrypted"
+            parts.append(f"{name_of(PayloadType, p.type)}{{{inner}}}")
+        else:
+            parts.append(_one(p))
+    return " ".join(parts)
+
+
+def _one(p) -> str:
+    if isinstance(p, NotifyPayload):
+        return f"N({name_of(NotifyType, p.notify_type)})"
+    if p.type == PayloadType.NONCE:
+        return "Ni/r"
+    return name_of(PayloadType, p.type)
+
+
+def message_info(msg: IkeMessage) -> str:
+    kind = "response" if msg.response else "request"
+    return f"{name_of(ExchangeType, msg.exchange)} {kind} MID={msg.message_id} {payload_summary(msg)}"
+
+
+def message_spis(msg: IkeMessage) -> str:
+    """Every SPI a message names (IKE SPIs, SA proposals, notifies, deletes), for the filter."""
+    out = [msg.spi_i.hex(), msg.spi_r.hex()]
+    for p in msg.all_payloads():
+        for attr in ("spi",):
+            v = getattr(p, attr, None)
+            if isinstance(v, bytes):
+                out.append(v.hex())
+        for prop in getattr(p, "proposals", ()) or ():
+            if isinstance(getattr(prop, "spi", None), bytes):
+                out.append(prop.spi.hex())
+        for s in getattr(p, "spis", ()) or ():
+            if isinstance(s, bytes):
+                out.append(s.hex())
+    return " ".join(out)
+
+
+def hex_dump(data: bytes, width: int = 16) -> str:
+    lines = []
+    for off in range(0, len(data), width):
+        chunk = data[off:off + width]
+        hexes = " ".join(f"{b:02x}" for b in chunk)
+        if width == 16:
+            hexes = hexes[:23] + " " + hexes[23:]
+        text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
+        pad = width * 3 + (1 if width == 16 else 0) - 1
+        lines.append(f"{off:04x}  {hexes:<{pad}}  {text}")
+    return "\n".join(lines)
+
+
+class PacketList(DataTable):
+    """IKE messages in capture order, filtered; row key = frame number."""
+
+    @dataclass
+    class PacketHighlighted(Message):
+        msg: IkeMessage
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(cursor_type="row", **kwargs)
+        self.shown: list[IkeMessage] = []
+        self.t0: float | None = None
+
+    def on_mount(self) -> None:
+        self.add_column("No.", width=6, key="no")
+        self.add_column("Time", width=9, key="time")
+        self.add_column("Source", width=15, key="src")
+        self.add_column("Destination", width=15, key="dst")
+        self.add_column("Info", key="info")
+
+    def append(self, msg: IkeMessage) -> None:
+        frame = msg.frame.index if msg.frame else len(self.shown) + 1
+        ts = msg.frame.ts if msg.frame else 0.0
+        if self.t0 is None:
+            self.t0 = ts
+        info = message_info(msg)
+        if msg.malformed is not None:
+            info = Text(info + f" [Malformed: {msg.malformed}]", "bold red")
+        self.shown.append(msg)
+        self.add_row(str(frame), f"{ts - self.t0:.3f}", msg.src or "?", msg.dst or "?", info, key=str(frame))
+
+    def reset(self) -> None:
+        self.clear()
+        self.shown = []
+
+    def select_frame(self, frame: int) -> bool:
+        """Move the cursor to ``frame`` (or the first shown message after it)."""
+        for i, msg in enumerate(self.shown):
+            if msg.frame is not None and msg.frame.index >= frame:
+                self.move_cursor(row=i, scroll=True)
+                return msg.frame.index == frame
+        return False
+
+    @property
+    def current(self) -> IkeMessage | None:
+        if 0 <= self.cursor_row < len(self.shown):
+            return self.shown[self.cursor_row]
+        return None
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        event.stop()
+        if self.current is not None:
+            self.post_message(self.PacketHighlighted(self.current))
+
+
+class DecodeTree(Tree):
+    """The decoded message: each line of ``render_message`` a node, indentation = depth."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("(no packet selected)", **kwargs)
+        self.guide_depth = 2
+        self.lines: list[str] = []
+
+    def show(self, msg: IkeMessage | None, focus_text: str | None = None) -> None:
+        self.clear()
+        if msg is None:
+            self.root.set_label("(no packet selected)")
+            self.lines = []
+            return
+        text = render_message(msg)
+        self.lines = text.splitlines()
+        self.root.set_label(self.lines[0] if self.lines else "?")
+        stack: list[tuple[int, object]] = [(-1, self.root)]
+        target = None
+        for line in self.lines[1:]:
+            depth = (len(line) - len(line.lstrip(" "))) // 4
+            while len(stack) > 1 and stack[-1][0] >= depth:
+                stack.pop()
+            node = stack[-1][1].add(line.strip(), expand=True)
+            node.allow_expand = False
+            parent = stack[-1][1]
+            parent.allow_expand = True
+            stack.append((depth, node))
+            if target is None and focus_text and focus_text in line:
+                target = node
+        self.root.expand_all()
+        if target is not None:
+            self.call_after_refresh(self._focus_node, target)
+
+    def _focus_node(self, node) -> None:
+        self.move_cursor(node)
+        self.scroll_to_node(node)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+class HexView(Static):
+    """Hex and ASCII of the message as received (from the IKE header on)."""
+
+    def show(self, msg: IkeMessage | None) -> None:
+        if msg is None or not msg.raw:
+            self.update("")
+            return
+        self.update(hex_dump(msg.raw))
