@@ -7,6 +7,9 @@ derived from SK_d (``analyzer.esp_keys``). At the end it attaches each ESP SA to
 and group, sets the Child SAs' packet counters (so the group rules such as MS304 see them)
 and runs the MS4xx rules (``analyzer/rules/esp.py``) through the same registry.
 
+``multisa lint`` runs it through ``analyzer.pipeline.analyze_capture`` (several captures in
+worker processes with ``--jobs``); ``multisa esp`` calls it directly.
+
 Never raises on bad input: a damaged capture ends the pass with ``result.error`` set and
 everything read before the damage analyzed.
 """
@@ -125,8 +128,10 @@ def analyze_esp(path: str | os.PathLike[str], keys: KeyStore | None = None, sett
     error = None
     esn_known: set[int] = set()
     children_seen = 0
+    if progress is not None:
+        progress(0, scan.size)
+        scan.on_progress = lambda: progress(scan.bytes_read, scan.size)
     try:
-        next_progress = 0
         for msg in ike_messages(scan.datagrams(), keys):
             findings += analyzer.feed(msg)
             deriver.feed(msg)
@@ -139,9 +144,6 @@ def analyze_esp(path: str | os.PathLike[str], keys: KeyStore | None = None, sett
                             if spi and len(spi) == 4 and int.from_bytes(spi, "big") not in esn_known:
                                 esn_known.add(int.from_bytes(spi, "big"))
                                 scan.set_esn(int.from_bytes(spi, "big"))
-            if progress is not None and scan.bytes_read >= next_progress:
-                progress(scan.bytes_read, scan.size)
-                next_progress = scan.bytes_read + (1 << 22)
     except CaptureError as err:
         error = str(err)
     except OSError as err:
@@ -178,25 +180,6 @@ def analyze_esp(path: str | os.PathLike[str], keys: KeyStore | None = None, sett
     findings += analyzer.finish()
     return EspResult(path, analyzer, sas, groups, scan.esp, scan.engine, findings, error, scan.stats.frames,
                      scan.stats)
-
-
-def _lint_one(job: tuple) -> EspResult:
-    path, keys, settings, esp_settings, engine = job
-    return analyze_esp(path, keys, settings, esp_settings, engine=engine)
-
-
-def analyze_many(paths: Iterable[str | os.PathLike[str]], keys: KeyStore | None = None,
-                 settings: Settings | None = None, esp_settings: EspSettings | None = None, *,
-                 jobs: int = 1, engine: str = "auto") -> list[EspResult]:
-    """``analyze_esp`` over several captures, ``jobs`` worker processes at a time (one capture
-    per worker, results in input order). What ``multisa lint --jobs N`` runs."""
-    work = [(os.fspath(p), keys, settings, esp_settings, engine) for p in paths]
-    if jobs <= 1 or len(work) <= 1:
-        return [_lint_one(w) for w in work]
-    import multiprocessing
-
-    with multiprocessing.get_context("fork").Pool(min(jobs, len(work))) as pool:
-        return pool.map(_lint_one, work, chunksize=1)
 
 
 def _views(scan: EspScan, decryptor: _Decryptor | None, path: str) -> list[EspSaView]:

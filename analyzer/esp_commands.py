@@ -45,6 +45,7 @@ from dissectors.keys import KeyStore, load_keys
 from .esp_analysis import EspResult, analyze_esp
 from .esp_events import EspSaView, EspSettings
 from .esp_seq import DEFAULT_WINDOW, MAX_WINDOW
+from .pipeline import progress_bar
 
 EXIT_OK, EXIT_ERROR = 0, 2
 
@@ -88,40 +89,17 @@ def _load(args: argparse.Namespace) -> KeyStore:
     return store
 
 
-def _progress(enabled: bool):
-    """A rich progress bar on a terminal (stderr); nothing on a pipe."""
-    if not enabled or not sys.stderr.isatty():
-        return None, None
-    try:
-        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
-    except ImportError:  # pragma: no cover
-        return None, None
-    prog = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                    TimeRemainingColumn(), transient=True, console=None)
-    task = prog.add_task("reading", total=None)
-
-    def update(done: int, total: int) -> None:
-        prog.update(task, completed=done, total=total or None)
-
-    return prog, update
-
-
 def cmd_esp(args: argparse.Namespace) -> int:
     keys = _load(args)
     decrypt = args.decrypt or bool(args.sk_d)
     settings = EspSettings(window=args.window)
-    prog, update = _progress(True)
     try:
-        if prog is not None:
-            prog.start()
-        result = analyze_esp(args.capture, keys, esp_settings=settings, decrypt=decrypt, engine=args.engine,
-                             progress=update)
+        with progress_bar(args.capture, sys.stderr.isatty()) as update:  # rich on a terminal, else nothing
+            result = analyze_esp(args.capture, keys, esp_settings=settings, decrypt=decrypt, engine=args.engine,
+                                 progress=update)
     except ValueError as err:  # e.g. --engine c without the extension
         print(f"multisa: error: {err}", file=sys.stderr)
         return EXIT_ERROR
-    finally:
-        if prog is not None:
-            prog.stop()
     if args.json:
         json.dump(result_to_dict(result), sys.stdout)
         sys.stdout.write("\n")
@@ -163,7 +141,6 @@ def sa_to_dict(v: EspSaView) -> dict:
 
 
 def result_to_dict(r: EspResult) -> dict:
-    st = r.analyzer  # noqa: F841
     return {
         "capture": r.path, "engine": r.engine, "window": r.sas[0].tracker.window if r.sas else None,
         "frames": r.frames, "error": r.error,

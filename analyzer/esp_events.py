@@ -27,6 +27,9 @@ class EspSettings:
     window: int = DEFAULT_WINDOW  # anti-replay window, packets (RFC 4303 §3.4.3)
     imbalance_ratio: float = 10.0  # MS414: busiest/quietest member packets
     min_packets: int = 10  # MS413-MS415 judge only groups that carried at least this many
+    imbalance_min_packets: int = 100  # MS414 judges only members that carried this many together
+    idle_seconds: float = 10.0  # MS413/MS415: a member is idle only after this long alive beside
+    # a group carrying traffic (a member negotiated in the last second of a capture is not idle)
 
 
 @dataclass(eq=False)
@@ -98,6 +101,18 @@ class EspGroupSeen:
 
     def packets_of(self, child: ChildSa) -> int:
         return sum(v.tracker.packets for v in self.sas if v.child is child)
+
+    def idle(self, child: ChildSa) -> bool:
+        """``child`` carried no packet although it existed ``idle_seconds`` while its group
+        carried traffic (until its Delete, if deleted)."""
+        if self.packets_of(child) or child.created is None:
+            return False
+        end = max((v.tracker.last_ts for v in self.sas if v.tracker.packets), default=None)
+        if end is None:
+            return False
+        if child.deleted is not None:
+            end = min(end, child.deleted.ts)
+        return end - child.created.ts >= self.settings.idle_seconds
 
     @property
     def frames(self) -> tuple[FrameRef, ...]:

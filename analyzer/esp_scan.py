@@ -39,6 +39,7 @@ except ImportError:  # pragma: no cover - depends on the build
 
 ENGINES = ("auto", "c", "python")
 ESP_HEADER_LEN = 8  # SPI (4) | Sequence Number (4), RFC 4303 §2
+PROGRESS_EVERY = 1 << 22  # octets between on_progress calls
 
 
 def c_engine_available() -> bool:
@@ -90,6 +91,8 @@ class EspScan:
             self.engine = "python"
         self.bytes_read = 0  # progress, in file octets (exact with C, approximate in Python)
         self.size = _size(self.path)
+        #: called with no argument about every ``PROGRESS_EVERY`` file octets (a progress bar)
+        self.on_progress: Callable[[], None] | None = None
 
     # --- the pass ------------------------------------------------------------------------
 
@@ -103,8 +106,12 @@ class EspScan:
 
     def _py_datagrams(self) -> Iterator[Datagram]:
         decode = self.decoder.decode
+        mark = PROGRESS_EVERY
         for ref, linktype, data in iter_frames(self.path, self.stats):
             self.bytes_read += len(data) + 16  # approximate: the record header of a pcap
+            if self.on_progress is not None and self.bytes_read >= mark:
+                mark = self.bytes_read + PROGRESS_EVERY
+                self.on_progress()
             d = decode(ref.index, ref.ts, linktype, data)
             if d is not None and self._esp_datagram(d):
                 yield d
@@ -118,11 +125,17 @@ class EspScan:
             core.set_esn(spi)
         decode = self.decoder.decode
         nxt = core.next_frame
+        if self.on_progress is not None:
+            core.set_progress(PROGRESS_EVERY)
         try:
             while True:
                 rec = nxt()
                 if rec is None:
                     break
+                if rec is False:  # a progress mark
+                    self.bytes_read = core.offset
+                    self.on_progress()
+                    continue
                 index, ts, linktype, data = rec
                 self.bytes_read = core.offset
                 d = decode(index, ts, linktype, data)

@@ -71,6 +71,7 @@ typedef struct {
     uint32_t *esn; size_t n_esn, cap_esn;
     /* counters */
     uint64_t frames, datagrams, not_ip, other_proto, esp, esp_in_udp, keepalives;
+    uint64_t progress_every, next_mark; /* next_frame() returns False at each mark (progress) */
     int started, done;
 } Scanner;
 
@@ -664,7 +665,19 @@ static PyObject *Scanner_next_frame(Scanner *s, PyObject *Py_UNUSED(ignored)) {
         int d = decode(s, lt, data, n, ts);
         if (d < 0) return PyErr_NoMemory();
         if (d == 0) return leftover(s, lt, ts, data, n);
+        if (s->progress_every && s->fileoff + s->pos >= s->next_mark) {
+            s->next_mark = s->fileoff + s->pos + s->progress_every;
+            Py_RETURN_FALSE;
+        }
     }
+}
+
+static PyObject *Scanner_set_progress(Scanner *s, PyObject *arg) {
+    unsigned long long every = PyLong_AsUnsignedLongLong(arg);
+    if (every == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    s->progress_every = every;
+    s->next_mark = s->fileoff + s->pos + every;
+    Py_RETURN_NONE;
 }
 
 static PyObject *Scanner_feed(Scanner *s, PyObject *args) {
@@ -736,10 +749,13 @@ static PyObject *Scanner_get_offset(Scanner *s, void *Py_UNUSED(closure)) {
 
 static PyMethodDef Scanner_methods[] = {
     {"next_frame", (PyCFunction)Scanner_next_frame, METH_NOARGS,
-     "Scan on; return the next frame not settled in C as (frame, ts, linktype, bytes), or None at the end."},
+     "Scan on; return the next frame not settled in C as (frame, ts, linktype, bytes), False at a progress "
+     "mark (set_progress), or None at the end."},
     {"feed", (PyCFunction)Scanner_feed, METH_VARARGS,
      "feed(dst, src, spi, seq, length, ts, frame, encap): account an ESP packet found by Python."},
     {"set_esn", (PyCFunction)Scanner_set_esn, METH_O, "Mark an SPI as using Extended Sequence Numbers."},
+    {"set_progress", (PyCFunction)Scanner_set_progress, METH_O,
+     "set_progress(octets): next_frame() returns False each time this many more file octets were read (0: never)."},
     {"sas", (PyCFunction)Scanner_sas, METH_NOARGS, "Per-SA rows in order of first packet."},
     {"stats", (PyCFunction)Scanner_stats, METH_NOARGS, "Counters of the frames settled in C."},
     {NULL, NULL, 0, NULL},

@@ -15,9 +15,9 @@ from analyzer.rules import RULES
 from analyzer.rules.esp import ESP_RULES
 from dissectors import keymat
 from dissectors.crypto import encr_spec, integ_spec
+from dissectors.esp import EspSa, ipv4_udp
 from dissectors.iana import DhGroup, EncrId, IntegId, PrfId
 from dissectors.keys import load_keys
-from peer.esp import EspSa, ipv4_udp
 from tests import ikesim
 from tests.conftest import SHARED, needs_shared
 
@@ -236,6 +236,7 @@ def test_group_rules(tmp_path):
     m1 = conv.create_child("I", ikesim.rid(1), ikesim.rid(2)).child
     m2 = conv.create_child("I", ikesim.rid(3), ikesim.rid(4)).child
     m3 = conv.create_child("I", ikesim.rid(5), ikesim.rid(6)).child
+    conv.at(30)  # members idle for longer than idle_seconds (10 s) while the group carries traffic
     conv.esp(fb, 500, "R")  # fallback busy (MS413)
     conv.esp(m1, 200, "R")
     conv.esp(m2, 5, "R")  # imbalance 200 vs 5 (MS414); m3 idle (MS415)
@@ -249,6 +250,21 @@ def test_group_rules(tmp_path):
     assert got.get("MS414") == 1
     assert got.get("MS415") == 1
     assert m3 is not None
+
+
+def test_group_rules_wait_for_idle_seconds_and_enough_packets(tmp_path):
+    """A short capture (members idle for 1 s, a dozen packets per member) gets no MS413-MS415."""
+    conv = ikesim.Conversation(clear=True)
+    fb = conv.established(b"", b"")
+    m1 = conv.create_child("I", ikesim.rid(1), ikesim.rid(2)).child
+    m2 = conv.create_child("I", ikesim.rid(3), ikesim.rid(4)).child
+    conv.create_child("I", ikesim.rid(5), ikesim.rid(6))  # never used
+    conv.at(1)
+    conv.esp(fb, 40, "R")
+    conv.esp(m1, 24, "R")
+    conv.esp(m2, 2, "R")
+    got = codes(analyze_esp(_write(tmp_path, conv)))
+    assert not {"MS413", "MS414", "MS415"} & set(got), got
 
 
 def test_sequence_rules(tmp_path):

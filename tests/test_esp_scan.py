@@ -9,7 +9,6 @@ import struct
 import subprocess
 import sys
 import sysconfig
-from pathlib import Path
 
 import pytest
 from scapy.layers.inet import IP, UDP, fragment
@@ -229,7 +228,7 @@ def test_engines_agree_on_every_frame_kind(tmp_path, c_engine):
 
 def test_engines_agree_with_windows_and_esn(tmp_path, c_engine):
     path = tmp_path / "wrap.pcap"
-    seqs = [0xFFFFFF00 + i for i in range(0x100)] + list(range(0, 300)) + [0xFFFFFFF0, 5, 5]
+    seqs = [0xFFFFFF00 + i for i in range(0x100)] + list(range(300)) + [0xFFFFFFF0, 5, 5]
     with PcapWriter(str(path), linktype=1) as w:
         for i, s in enumerate(seqs):
             w.write(Ether(**MAC) / IP(src=A4, dst=B4, proto=50) / Raw(esp(0xAB, s)))

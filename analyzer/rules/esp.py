@@ -238,8 +238,9 @@ def esp_before_child_sa_created(e: EspSaSeen) -> Iterator[Hit]:
 def fallback_busy_members_idle(e: EspGroupSeen) -> Iterator[Hit]:
     """## What it does
     In a group with per-resource members, flags the fallback (initial) Child SA carrying more
-    packets than all the members together, with at least one member idle, once the group
-    carried `min_packets` (10).
+    packets than all the members together, with at least one member idle (no packet although
+    it existed `idle_seconds` (10) while the group carried traffic), once the group carried
+    `min_packets` (10).
 
     ## Why is this bad?
     RFC 9611 §4: the SA "available for all CPUs" is for packets of a CPU that has no
@@ -257,9 +258,9 @@ def fallback_busy_members_idle(e: EspGroupSeen) -> Iterator[Hit]:
         return
     fb = sum(e.packets_of(c) for c in fallbacks)
     per_member = [e.packets_of(c) for c in members]
-    if fb + sum(per_member) < e.settings.min_packets or fb <= sum(per_member) or min(per_member) > 0:
+    idle = sum(1 for c in members if e.idle(c))
+    if fb + sum(per_member) < e.settings.min_packets or fb <= sum(per_member) or not idle:
         return
-    idle = sum(1 for n in per_member if n == 0)
     yield Hit(f"group {e.group.label}: the fallback SA carried {fb} ESP packets, its {len(members)} "
               f"per-resource member(s) {sum(per_member)} ({idle} idle)")
 
@@ -270,7 +271,8 @@ def fallback_busy_members_idle(e: EspGroupSeen) -> Iterator[Hit]:
 def member_traffic_imbalance(e: EspGroupSeen) -> Iterator[Hit]:
     """## What it does
     Among a group's active members that carried traffic, flags a busiest/quietest packet
-    ratio above `imbalance_ratio` (10) once the group carried `min_packets` (10).
+    ratio above `imbalance_ratio` (10) once they carried `imbalance_min_packets` (100) together
+    (a few packets per member in a short capture say nothing about the spread).
 
     ## Why is this bad?
     RFC 9611 §4: responders "should install the additional Child SA on a CPU with the least
@@ -284,7 +286,7 @@ def member_traffic_imbalance(e: EspGroupSeen) -> Iterator[Hit]:
     members = [c for c in e.group.children if c.role == "member"]
     counts = [(e.packets_of(c), c) for c in members]
     busy = [(n, c) for n, c in counts if n > 0]
-    if len(busy) < 2 or sum(n for n, _ in busy) < e.settings.min_packets:
+    if len(busy) < 2 or sum(n for n, _ in busy) < max(e.settings.min_packets, e.settings.imbalance_min_packets):
         return
     hi, lo = max(busy, key=lambda x: x[0]), min(busy, key=lambda x: x[0])
     if hi[0] > e.settings.imbalance_ratio * lo[0]:
@@ -297,8 +299,10 @@ def member_traffic_imbalance(e: EspGroupSeen) -> Iterator[Hit]:
       rfc="RFC 9611 §3", level=Level.NONE, severity=Severity.INFO, group=ExpertGroup.SEQUENCE)
 def member_never_carries_traffic(e: EspGroupSeen) -> Iterator[Hit]:
     """## What it does
-    Flags each per-resource member with no ESP packet in either direction, when the group as
-    a whole carried `min_packets` (10).
+    Flags each per-resource member with no ESP packet in either direction although it existed
+    `idle_seconds` (10) while its group carried traffic (until its Delete, if deleted), when
+    the group as a whole carried `min_packets` (10). A member negotiated at the end of a short
+    capture, or deleted right away (a delete/re-create loop, MS303), is not judged.
 
     ## Why is this bad?
     RFC 9611 §3: "Peers may also delete specific per-resource Child SAs if they deem the
@@ -314,7 +318,7 @@ def member_never_carries_traffic(e: EspGroupSeen) -> Iterator[Hit]:
     if total < e.settings.min_packets:
         return
     for c in e.group.children:
-        if c.role == "member" and e.packets_of(c) == 0:
+        if c.role == "member" and e.idle(c):
             frames = tuple(f for f in (c.requested, c.created) if f is not None)
             yield Hit(f"group {e.group.label}: member {c.label} never carried an ESP packet "
                       f"({total} in the group)", frames=frames)
