@@ -1,6 +1,6 @@
 """Reference peer ESP throughput: per-resource SAs vs one SA shared behind a lock (RFC 9611 §2).
 
-    python benchmarks/peer_bench.py [--seconds 3] [--size 64]
+    python benchmarks/peer_bench.py [--seconds 3] [--size 64] [--repeat 3] [--json]
 
 Runs the peer's own ``worker_main`` (the code ``multisa peer`` forks) as real processes pinned
 to CPUs, sending ESP-in-UDP (AES-GCM-256) as fast as they can to a loopback sink, and prints
@@ -15,16 +15,17 @@ import json
 import multiprocessing as mp
 import os
 import socket
+import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dissectors.iana import EncrId, IntegId  # noqa: E402
-from dissectors.records import Secret  # noqa: E402
-from peer.esp import EspSa  # noqa: E402
-from peer.worker import ROW, SLOTS, WorkerPlan, worker_main  # noqa: E402
+from dissectors.esp import EspSa
+from dissectors.iana import EncrId, IntegId
+from dissectors.records import Secret
+from peer.worker import FALLBACK_SLOTS, ROW, SLOTS, WorkerPlan, worker_main
 
 
 def _sa(spi: int) -> EspSa:
@@ -37,7 +38,7 @@ def run(workers: int, shared: bool, seconds: float, size: int) -> float:
     sink.bind(("127.0.0.1", 0))
     senders = []
     counters = ctx.RawArray("d", workers * SLOTS * ROW)
-    seq = ctx.Value("Q", 0)
+    seq = ctx.Array("Q", FALLBACK_SLOTS)  # locked: the shared SA's counter is slot 0
     cpus = sorted(os.sched_getaffinity(0))
     shared_sa = _sa(0x1000)
     procs = []
@@ -45,7 +46,7 @@ def run(workers: int, shared: bool, seconds: float, size: int) -> float:
         plan = WorkerPlan(w, cpus[w % len(cpus)], sink.getsockname(), 0, size, seconds, "198.51.100.1", "203.0.113.1")
         parent, child = ctx.Pipe()
         if not shared:
-            parent.send(("sa", _sa(0x2000 + w)))
+            parent.send(("own", _sa(0x2000 + w)))
         senders.append(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))  # one socket per worker: no kernel lock
         p = ctx.Process(target=worker_main, args=(plan, senders[-1], shared_sa if shared else None, seq, child, counters))
         procs.append(p)
@@ -66,18 +67,22 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--repeat", type=int, default=1, help="interleaved runs per setting; the median is shown")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    one = run(1, False, args.seconds, args.size)
-    two = run(2, False, args.seconds, args.size)
-    locked = run(2, True, args.seconds, args.size)
-    res = {"cpus": len(os.sched_getaffinity(0)), "one_sa_pps": round(one), "two_per_resource_sas_pps": round(two),
+    runs: dict[str, list[float]] = {"one": [], "two": [], "locked": []}
+    for _ in range(max(1, args.repeat)):
+        runs["one"].append(run(1, False, args.seconds, args.size))
+        runs["two"].append(run(2, False, args.seconds, args.size))
+        runs["locked"].append(run(2, True, args.seconds, args.size))
+    one, two, locked = (statistics.median(runs[k]) for k in ("one", "two", "locked"))
+    res = {"cpus": len(os.sched_getaffinity(0)), "loadavg_1min": os.getloadavg()[0], "one_sa_pps": round(one), "two_per_resource_sas_pps": round(two),
            "two_workers_shared_sa_pps": round(locked), "per_resource_scaling": round(two / one, 2),
            "shared_sa_scaling": round(locked / one, 2)}
     if args.json:
         print(json.dumps(res))
     else:
-        print(f"CPUs available:                         {res['cpus']}")
+        print(f"CPUs available:                         {res['cpus']} (load average {res['loadavg_1min']:.1f})")
         print(f"1 worker, own SA:                       {one:10.0f} ESP packets/s")
         print(f"2 workers, per-resource SAs:            {two:10.0f} ESP packets/s  (x{two / one:.2f})")
         print(f"2 workers, one SA behind a lock:        {locked:10.0f} ESP packets/s  (x{locked / one:.2f})")

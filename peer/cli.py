@@ -55,6 +55,19 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fault", action="append", dest="faults", metavar="NAME",
                    help="break one rule on purpose (see `multisa peer faults`; repeatable)")
     p.add_argument("--natt-port", type=int, default=4500, help="local NAT-T port (default 4500)")
+    p.add_argument("--rekey-child-after", type=float, help="rekey resource 0's Child SA after S seconds")
+    p.add_argument("--rekey-ike-after", type=float, help="rekey the IKE SA after S seconds (§2.18)")
+    p.add_argument("--collide", action="store_true", default=None,
+                   help="answer the peer's first rekey by rekeying the same SA too (simultaneous rekey, §2.8.1)")
+    p.add_argument("--fragment-size", type=int, help="send larger encrypted IKE messages as SKF fragments "
+                   "(RFC 7383; default 1280, 0 = never)")
+    p.add_argument("--dataplane", choices=("user", "kernel"), default="user",
+                   help="ESP in userspace workers (default) or through kernel XFRM: install the negotiated "
+                   "SAs with per-CPU SA_PCPU and a CPU_ACQUIRE policy (root, Linux >= 6.13)")
+    p.add_argument("--keep-sas", action="store_true",
+                   help="kernel data plane: send no Delete and leave the SAs in the kernel at exit")
+    p.add_argument("--kernel-fault", action="append", dest="kernel_faults", metavar="NAME",
+                   help="kernel data plane fault: skip-inbound, same-cpu, fallback-pcpu, no-cpu-acquire")
     p.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -66,6 +79,9 @@ def register(sub) -> None:
     r = psub.add_parser("responder", help="answer IKE SAs and Child SAs (enforces the per-TS limit)")
     r.add_argument("--listen", required=True, metavar="ADDR[:PORT]", help="address and IKE port (default 500)")
     r.add_argument("--once", action="store_true", help="exit when the first IKE SA is gone")
+    r.add_argument("--cookies", action="store_true", default=None,
+                   help="demand a COOKIE in every IKE_SA_INIT (RFC 7296 §2.6, as under a half-open flood)")
+    r.add_argument("--create-children", type=int, help="additional Child SAs the responder starts itself")
     _common(r)
     r.set_defaults(func=cmd_responder)
 
@@ -74,9 +90,10 @@ def register(sub) -> None:
     i.add_argument("--local", metavar="ADDR[:PORT]", help="our address and IKE port (default: route to peer, 500)")
     i.add_argument("--remote-natt-port", type=int, default=4500)
     i.add_argument("--extra-requests", type=int, help="ask for this many Child SAs beyond --resources")
+    i.add_argument("--extra-ids", choices=("new", "reuse"),
+                   help="extra requests carry new resource ids (default) or reuse those of resources 0, 1, ...")
     i.add_argument("--on-demand", action="store_true", help="create per-resource SAs one by one, not all at once")
     i.add_argument("--pfs", action="store_true", default=None, help="CREATE_CHILD_SA with KE (the IKE SA's group)")
-    i.add_argument("--rekey-child-after", type=float, help="rekey resource 0's Child SA after S seconds")
     _common(i)
     i.set_defaults(func=cmd_initiator)
 
@@ -87,6 +104,9 @@ def register(sub) -> None:
     d.add_argument("--duration", type=float, default=3.0)
     d.add_argument("--rate", type=float, default=20.0)
     d.add_argument("--loopback", action="store_true", help="use loopback even as root")
+    d.add_argument("--max-per-ts", type=int, default=0,
+                   help="the responder's per-TS limit of additional SAs (default 2 x --resources, RFC 9611 §6)")
+    d.add_argument("--extra-requests", type=int, default=0, help="initiator requests beyond --resources")
     d.add_argument("-v", "--verbose", action="store_true")
     d.set_defaults(func=cmd_demo)
 
@@ -105,7 +125,8 @@ def _config(args, role: str):
     over = {k: getattr(args, k, None) for k in (
         "psk_file", "local_id", "remote_id", "local_ts", "remote_ts", "ike_proposals", "esp_proposals",
         "resources", "resource_info", "max_per_ts", "rate", "size", "duration", "lifetime", "keys_dir",
-        "status_file", "faults", "extra_requests", "pfs", "rekey_child_after")}
+        "status_file", "faults", "extra_requests", "pfs", "rekey_child_after", "rekey_ike_after",
+        "create_children", "collide", "fragment_size", "extra_ids", "cookies")}
     over["role"] = role
     if getattr(args, "on_demand", False):
         over["all_at_once"] = False
@@ -122,7 +143,25 @@ def _config(args, role: str):
     return cfg
 
 
+def _dataplane(args, node):
+    """``--dataplane kernel``: the Node installs its Child SAs through XFRM (peer/kernel.py)."""
+    if getattr(args, "dataplane", "user") != "kernel":
+        return node
+    from .kernel import KernelDataplane
+
+    try:
+        node.dataplane = KernelDataplane(args.kernel_faults, keep=args.keep_sas)
+    except ValueError as err:
+        print(f"multisa: error: {err}", file=sys.stderr)
+        return None
+    if args.keep_sas:
+        node.cfg.delete_after = False
+    return node
+
+
 def _run(node) -> int:
+    if node is None:
+        return EXIT_ERROR
     try:
         return asyncio.run(node.run())
     except KeyboardInterrupt:
@@ -140,7 +179,7 @@ def cmd_responder(args) -> int:
     cfg = _config(args, "responder")
     if cfg is None:
         return EXIT_ERROR
-    return _run(Node(cfg, _addr(args.listen, 500), args.natt_port, once=args.once))
+    return _run(_dataplane(args, Node(cfg, _addr(args.listen, 500), args.natt_port, once=args.once)))
 
 
 def cmd_initiator(args) -> int:
@@ -160,7 +199,7 @@ def cmd_initiator(args) -> int:
         probe.connect(remote)
         local = (probe.getsockname()[0], 500)
         probe.close()
-    return _run(Node(cfg, local, args.natt_port, remote, args.remote_natt_port))
+    return _run(_dataplane(args, Node(cfg, local, args.natt_port, remote, args.remote_natt_port)))
 
 
 def cmd_demo(args) -> int:
@@ -168,7 +207,8 @@ def cmd_demo(args) -> int:
 
     _logging(args.verbose)
     return run_demo(args.out, resources=args.resources, faults=args.faults, duration=args.duration,
-                    rate=args.rate, loopback=args.loopback)
+                    rate=args.rate, loopback=args.loopback, max_per_ts=args.max_per_ts,
+                    extra_requests=args.extra_requests)
 
 
 def cmd_faults(args) -> int:

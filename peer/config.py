@@ -56,13 +56,18 @@ class PeerConfig:
     resource_info: bool = False  # send SA_RESOURCE_INFO (RFC 9611 §7: not by default)
     all_at_once: bool = True  # RFC 9611 §3: all per-resource SAs at once, or one per worker start
     extra_requests: int = 0  # additional CREATE_CHILD_SA beyond resources (to see TS_MAX_QUEUE)
+    extra_ids: str = "new"  # extra requests: "new" resource ids, or "reuse" those of resources 0, 1, ...
     max_per_ts: int = 0  # responder limit of additional SAs per TS; 0 = 2 x CPU count (§6)
     max_half_open: int = 64
     rate: float = 100.0  # ESP packets per second per worker (0: no ESP)
     size: int = 64  # inner UDP payload octets
     duration: float = 5.0  # seconds of ESP traffic per worker
     rekey_child_after: float = 0.0  # seconds after creation to rekey per-resource SA 0 (0 = never)
-    rekey_ike_after: float = 0.0
+    rekey_ike_after: float = 0.0  # seconds after IKE_AUTH to rekey the IKE SA (0 = never)
+    create_children: int = 0  # responder: additional Child SAs it starts itself (CREATE_CHILD_SA)
+    collide: bool = False  # answer the peer's first Child SA / IKE SA rekey by rekeying it too (§2.8.1)
+    cookies: bool = False  # responder: demand a COOKIE in every IKE_SA_INIT (RFC 7296 §2.6)
+    fragment_size: int = 1280  # RFC 7383: larger encrypted messages go in SKF fragments (0 = never)
     delete_after: bool = True  # initiator: INFORMATIONAL deletes at the end
     liveness: float = 0.0  # seconds between liveness checks (0 = off)
     retransmit_timeout: float = 1.0
@@ -86,6 +91,8 @@ class PeerConfig:
         self.resources = self.resources if self.resources > 0 else self.cpus
         self.max_per_ts = self.max_per_ts or 2 * self.cpus
         check_faults(self.faults)
+        if self.extra_ids not in ("new", "reuse"):
+            raise ConfigError(f"extra_ids must be 'new' or 'reuse', not {self.extra_ids!r}")
 
     @property
     def ike_suites(self) -> list[Suite]:

@@ -88,8 +88,13 @@ def _capture_tool() -> str | None:
 
 
 def run_demo(out: str, resources: int = 2, faults: list[str] | None = None, duration: float = 3.0,
-             rate: float = 20.0, loopback: bool = False, log=print) -> int:
+             rate: float = 20.0, loopback: bool = False, log=print, max_per_ts: int = 0,
+             extra_requests: int = 0, init_args: list[str] | tuple = (), resp_args: list[str] | tuple = ()) -> int:
+    """One run; the responder's per-TS limit is ``max_per_ts`` (default twice ``resources``, RFC
+    9611 §6). The initiator creates the per-resource SAs, rekeys resource 0's SA at half time and
+    the IKE SA at 70 % (§2.18), then deletes everything. ``init_args``/``resp_args``: more flags."""
     faults = list(faults or [])
+    max_per_ts = max_per_ts or 2 * resources
     for f in faults:
         if f not in FAULTS:
             print(f"multisa: error: unknown fault {f!r} (see `multisa peer faults`)", file=sys.stderr)
@@ -121,7 +126,7 @@ def run_demo(out: str, resources: int = 2, faults: list[str] | None = None, dura
             cap_cmd.insert(len(topo.prefix(topo.resp_ns)) + 2, "pcapng")
         capture = subprocess.Popen(cap_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         procs.append(capture)
-        _wait_capture_ready(capture)
+        _wait_capture_ready(capture, outdir / "capture.pcapng")
 
         side = {f: FAULTS[f].side for f in faults}
         resp_faults = [f for f in faults if side[f] in ("responder", "both")]
@@ -132,19 +137,20 @@ def run_demo(out: str, resources: int = 2, faults: list[str] | None = None, dura
         resp = subprocess.Popen(
             topo.prefix(topo.resp_ns) + _peer_cmd("responder", [
                 "--listen", topo.resp_addr, "--once", "--local-id", "responder.multisa.test",
-                "--local-ts", RESPONDER_TS, "--remote-ts", INITIATOR_TS, "--max-per-ts", str(resources),
+                "--local-ts", RESPONDER_TS, "--remote-ts", INITIATOR_TS, "--max-per-ts", str(max_per_ts),
                 "--keys-dir", str(work / "responder-keys"), "--status-file", str(outdir / "responder-status.json"),
-                "--lifetime", lifetime, *common, *sum((["--fault", f] for f in resp_faults), [])]),
+                "--lifetime", lifetime, *common, *sum((["--fault", f] for f in resp_faults), []), *resp_args]),
             cwd=_project_root(), stdout=subprocess.DEVNULL, stderr=open(outdir / "responder.log", "w"))
         procs.append(resp)
         time.sleep(0.5)
         init = subprocess.Popen(
             topo.prefix(topo.init_ns) + _peer_cmd("initiator", [
                 "--connect", topo.resp_addr, "--local", topo.init_addr, "--local-id", "initiator.multisa.test",
-                "--local-ts", INITIATOR_TS, "--remote-ts", RESPONDER_TS, "--extra-requests", "1",
-                "--rekey-child-after", str(duration / 2), "--keys-dir", str(outdir),
+                "--local-ts", INITIATOR_TS, "--remote-ts", RESPONDER_TS, "--extra-requests", str(extra_requests),
+                "--rekey-child-after", str(round(duration * 0.5, 3)),
+                "--rekey-ike-after", str(round(duration * 0.7, 3)), "--keys-dir", str(outdir),
                 "--status-file", str(outdir / "initiator-status.json"), "--lifetime", lifetime, *common,
-                *sum((["--fault", f] for f in init_faults), [])]),
+                *sum((["--fault", f] for f in init_faults), []), *init_args]),
             cwd=_project_root(), stdout=subprocess.DEVNULL, stderr=open(outdir / "initiator.log", "w"))
         procs.append(init)
         try:
@@ -172,11 +178,15 @@ def run_demo(out: str, resources: int = 2, faults: list[str] | None = None, dura
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _wait_capture_ready(proc: subprocess.Popen) -> None:
-    # dumpcap prints nothing with -q; give it a moment to open the interface
-    deadline = time.monotonic() + 1.0
+def _wait_capture_ready(proc: subprocess.Popen, path: Path | None = None) -> None:
+    """dumpcap prints nothing with -q: wait until it has written the file's header (it has
+    opened the interface then), at most 10 s on a busy machine, and a moment more."""
+    deadline = time.monotonic() + 10.0
     while time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.1)
+        if path is not None and path.exists() and path.stat().st_size > 0:
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)
 
 
 def _project_root() -> str:

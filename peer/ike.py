@@ -1,12 +1,29 @@
-"""The IKEv2 protocol engine of the reference peer (RFC 7296, RFC 9611), without sockets.
+"""The IKEv2 protocol engine of the reference peer (RFC 7296, RFC 7383, RFC 9611), without sockets.
 
 ``IkeSa`` is one IKE SA seen from this peer: it builds requests and responses with the codec
-of ``dissectors.ikev2`` (payload dataclasses, ``sk.seal``), decrypts with ``dissectors.crypto``
-and keys itself with ``dissectors.keymat`` / ``dissectors.dh``. The ``Node`` (``peer.node``)
-owns the sockets, the clock and the ESP workers; it feeds datagrams in through ``handle`` and
-gets everything to send through ``node.send``. Message IDs use a window of one (§2.3): one
-request of ours in flight, retransmitted with back-off by ``tick``; a retransmitted request
-of the peer gets the cached response.
+of ``dissectors.ikev2`` (payload dataclasses, ``sk.seal`` / ``sk.seal_fragments``), decrypts
+and reassembles SK/SKF with ``sk.IkeDecryptor``, and keys itself with ``dissectors.keymat`` /
+``dissectors.dh``. The ``Node`` (``peer.node``) owns the sockets, the clock and the ESP
+workers; it feeds datagrams in through ``handle`` and gets everything to send through
+``node.send``.
+
+Message IDs use a window of one (§2.3) in each direction: one request of ours in flight,
+retransmitted with back-off by ``tick``; a retransmitted request of the peer gets the cached
+response. Either side may start any exchange, so our request and the peer's may cross.
+
+Rekeying (§1.3.2, §2.8, §2.18):
+
+- a Child SA rekey (``rekey_child``) installs the new SA, switches the workers and deletes
+  the old one; if the peer rekeys the same Child SA at the same time, both exchanges finish
+  and the SA created with the lowest of the four nonces is deleted by whoever created it
+  (§2.8.1); the survivor's creator deletes the old SA;
+- an IKE SA rekey (``rekey_ike``, or answering the peer's) derives the new IKE SA from the
+  old SK_d (§2.18), moves the Child SAs and any requests not yet sent to it (message IDs
+  restart at 0), and deletes the old IKE SA with its last request. Simultaneous IKE SA rekeys
+  are resolved like Child SA ones (§2.8.2). ``successor`` leads from an old IKE SA to the one
+  that inherited its Child SAs; requests made on an old IKE SA go to ``live()``.
+- While our IKE SA rekey is in flight, the peer's requests to create or rekey Child SAs get
+  TEMPORARY_FAILURE (§2.25.2); a request to rekey a Child SA we are closing too (§2.25.1).
 """
 
 from __future__ import annotations
@@ -18,21 +35,23 @@ import os
 import struct
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from dissectors import crypto, keymat
 from dissectors.dh import DhError, KeyExchange, key_exchange
-from dissectors.iana import (AuthMethod, CfgAttr, CfgType, ExchangeType, IdType, NotifyType, PayloadType,
-                             ProtocolId, TsType)
+from dissectors.iana import (AuthMethod, CfgAttr, CfgType, ExchangeType, IdType, NotifyType, PayloadType, ProtocolId,
+                             TsType)
 from dissectors.ikev2.message import IKE_HEADER_LEN, IkeMessage, parse_message
 from dissectors.ikev2.payloads import (AuthPayload, CfgAttribute, CpPayload, DeletePayload, IdPayload, KePayload,
-                                       NoncePayload, NotifyPayload, Payload, SaPayload, SkPayload,
-                                       TrafficSelector, TsPayload, parse_chain)
-from dissectors.ikev2.sk import seal
+                                       NoncePayload, NotifyPayload, Payload, SaPayload, SkfPayload, SkPayload,
+                                       TrafficSelector, TsPayload)
+from dissectors.ikev2.sk import IkeDecryptor, seal, seal_fragments
+from dissectors.keys import IkeKeys
 from dissectors.records import Secret
 
-from .esp import EspSa
+from dissectors.esp import EspSa
 from .proposals import Suite, choose
 
 if TYPE_CHECKING:
@@ -96,6 +115,11 @@ def first(payloads: list[Payload], cls, ptype: int | None = None):
     return next((p for p in payloads if isinstance(p, cls) and (ptype is None or p.type == ptype)), None)
 
 
+def lowest_nonce_in(mine: tuple[bytes, bytes], theirs: tuple[bytes, bytes]) -> bool:
+    """§2.8.1: is the lowest of the four nonces one of ``mine``? Octet by octet; a prefix is lower."""
+    return min(mine) < min(theirs)
+
+
 # --- Child SAs ----------------------------------------------------------------------------
 
 
@@ -114,7 +138,12 @@ class ChildSa:
     transport: bool = False
     created: float = field(default_factory=time.time)
     rekey_of: int | None = None  # spi_in of the SA this one rekeyed
-    state: str = "installed"  # installed | rekeyed | deleted
+    state: str = "installed"  # installed | rekeyed | redundant (lost a rekey collision) | deleted
+    nonces: tuple[bytes, bytes] = (b"", b"")  # Ni, Nr of the exchange that created it (§2.8.1)
+    created_by_us: bool = True  # we initiated the exchange that created it
+    rekeying: bool = False  # our CREATE_CHILD_SA rekeying it is in flight
+    collision: ChildSa | None = field(default=None, repr=False)  # the peer's rekey of it, while ours runs
+    deleting: bool = False  # our Delete for it is queued or in flight
 
     @property
     def ts_key(self) -> tuple[str, str]:
@@ -125,9 +154,12 @@ class ChildSa:
 class _Request:
     exchange: int
     inner: list[Payload]
-    on_response: Callable[[list[Payload]], None]
+    on_response: Callable[[IkeSa, list[Payload]], None]  # gets the IKE SA it went over
+    kind: str = ""  # "ike-rekey", "delete-ike" (stay on their IKE SA) or ""
+    before_send: Callable[[IkeSa], str | None] | None = None  # a reason to drop it instead
+    on_drop: Callable[[str], None] | None = None
     message_id: int = -1
-    data: bytes = b""
+    data: list[bytes] = field(default_factory=list)
     tries: int = 0
     deadline: float = 0.0
     timeout: float = 1.0
@@ -160,16 +192,20 @@ class IkeSa:
         self.spi_i, self.spi_r = spi_i, spi_r
         self.remote, self.local = remote, local
         self.natt = False  # IKE on the NAT-T port behind the Non-ESP marker (§2.23)
-        self.state = "new"
+        self.state = "new"  # new init-sent init-done auth-sent established rekeyed deleted dead
         self.suite: Suite | None = None
         self.encr = self.integ = None
         self.km: keymat.IkeKeymat | None = None
+        self.keys: IkeKeys | None = None  # the same keys as sk.IkeDecryptor wants them
+        self.decryptor = IkeDecryptor(self)  # SK and SKF (RFC 7383) reassembly, one implementation
         self.ni = self.nr = b""
         self.kex: KeyExchange | None = None
+        self.cookie = b""  # §2.6: the responder's cookie, echoed in IKE_SA_INIT
+        self.cookie_tries = 0
         self.init_request = self.init_response = b""
         self.next_id = 0  # our next request's Message ID
         self.peer_id = 0  # the peer's next request's Message ID
-        self.last_response: tuple[int, bytes] | None = None
+        self.last_response: tuple[int, list[bytes]] | None = None
         self.inflight: _Request | None = None
         self.queue: deque[_Request] = deque()
         self.children: dict[int, ChildSa] = {}
@@ -177,7 +213,13 @@ class IkeSa:
         self.last_heard = time.time()
         self.auth_child: _ChildRequest | None = None
         self.peer_supports_resource_info = False
+        self.peer_fragmentation = False  # the peer sent IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383 §2.3)
         self.remote_access_address: str | None = None
+        self.successor: IkeSa | None = None  # the IKE SA that took over after a rekey (§2.18)
+        self.redundant = False  # lost a simultaneous IKE SA rekey (§2.8.2)
+        self.rekeying = False  # our IKE SA rekey request is in flight
+        self.collision: IkeSa | None = None  # the peer's rekey of this IKE SA, answered while ours runs
+        self.deleting = False  # our Delete of this IKE SA is in flight
 
     # -- identity -----------------------------------------------------------------------
 
@@ -187,6 +229,21 @@ class IkeSa:
 
     def __repr__(self) -> str:
         return f"IkeSa({self.spi_i.hex()}/{self.spi_r.hex()} {self.state})"
+
+    @property
+    def name(self) -> str:
+        return f"{self.spi_i.hex()}/{self.spi_r.hex()}"
+
+    def live(self) -> IkeSa:
+        """This IKE SA, or the one that inherited its Child SAs after (possibly several) rekeys."""
+        ike = self
+        while ike.successor is not None:
+            ike = ike.successor
+        return ike
+
+    def ike_keys(self, spi_i: bytes, spi_r: bytes) -> IkeKeys | None:
+        """The key lookup ``sk.IkeDecryptor`` makes (a KeyStore of one IKE SA)."""
+        return self.keys if (bytes(spi_i), bytes(spi_r)) == self.spis else None
 
     def _id_payload(self, ptype: int) -> IdPayload:
         if self.cfg.local_id:
@@ -199,31 +256,57 @@ class IkeSa:
     def _flags(self, response: bool) -> int:
         return (0x08 if self.original_initiator else 0) | (0x20 if response else 0)
 
-    def _seal(self, exchange: int, message_id: int, response: bool, inner: list[Payload]) -> bytes:
+    def _seal(self, exchange: int, message_id: int, response: bool, inner: list[Payload]) -> list[bytes]:
+        """The message as datagrams: one SK message, or SKF fragments (RFC 7383) when it is too big."""
         msg = IkeMessage(self.spi_i, self.spi_r, exchange, message_id, self._flags(response))
         mine = self.original_initiator
         e = self.km.sk_ei if mine else self.km.sk_er
         a = self.km.sk_ai if mine else self.km.sk_ar
-        return seal(msg, inner, self.encr, self.integ, e, a)
+        whole = seal(msg, inner, self.encr, self.integ, e, a)
+        limit = self.cfg.fragment_size
+        if self.peer_fragmentation and limit and len(whole) > limit:
+            frags = seal_fragments(IkeMessage(self.spi_i, self.spi_r, exchange, message_id, self._flags(response)),
+                                   inner, self.encr, self.integ, e, a, limit)
+            log.info("IKE SA %s: message %d sent in %d SKF fragments", self.spi_i.hex(), message_id, len(frags))
+            return frags
+        return [whole]
 
-    def _send(self, data: bytes) -> None:
-        self.node.send(self, data)
+    def _send(self, data: bytes | list[bytes]) -> None:
+        for d in [data] if isinstance(data, (bytes, bytearray)) else data:
+            self.node.send(self, d)
 
-    def request(self, exchange: int, inner: list[Payload], on_response: Callable[[list[Payload]], None]) -> None:
-        """Queue an encrypted request; ``on_response`` gets the decrypted response payloads."""
-        self.queue.append(_Request(exchange, inner, on_response, timeout=self.cfg.retransmit_timeout))
-        self._pump()
+    def request(self, exchange: int, inner: list[Payload], on_response: Callable[[IkeSa, list[Payload]], None],
+                kind: str = "", before_send: Callable[[IkeSa], str | None] | None = None,
+                on_drop: Callable[[str], None] | None = None) -> None:
+        """Queue an encrypted request; ``on_response(ike, payloads)`` gets the decrypted response.
+
+        Made on a rekeyed IKE SA, it goes to ``live()`` (§1.4: "or its successor"), except the
+        ones that belong to this IKE SA (its own rekey and Delete).
+        """
+        target = self if kind in ("ike-rekey", "delete-ike") else self.live()
+        target.queue.append(_Request(exchange, inner, on_response, kind, before_send, on_drop,
+                                     timeout=self.cfg.retransmit_timeout))
+        target._pump()
 
     def _pump(self) -> None:
-        if self.inflight is not None or not self.queue or self.state not in ("established", "rekeying"):
-            return
-        req = self.queue.popleft()
-        req.message_id = self.next_id
-        self.next_id += 1
-        req.data = self._seal(req.exchange, req.message_id, False, req.inner)
-        req.deadline = time.monotonic() + req.timeout
-        self.inflight = req
-        self._send(req.data)
+        while self.inflight is None and self.queue and self.state in ("established", "rekeyed"):
+            req = self.queue.popleft()
+            if self.state == "rekeyed" and req.kind != "delete-ike":
+                self.live().queue.append(req)  # arrived here after the hand-over
+                self.live()._pump()
+                continue
+            why = req.before_send(self) if req.before_send else None
+            if why:
+                log.info("IKE SA %s: request dropped: %s", self.spi_i.hex(), why)
+                if req.on_drop:
+                    req.on_drop(why)
+                continue
+            req.message_id = self.next_id
+            self.next_id += 1
+            req.data = self._seal(req.exchange, req.message_id, False, req.inner)
+            req.deadline = time.monotonic() + req.timeout
+            self.inflight = req
+            self._send(req.data)
 
     def tick(self, now: float) -> None:
         """Retransmit with exponential back-off (§2.1); give up after ``retransmit_tries``."""
@@ -241,25 +324,27 @@ class IkeSa:
         log.info("IKE SA %s: retransmitting message %d (try %d)", self.spi_i.hex(), req.message_id, req.tries + 1)
         self._send(req.data)
 
-    # -- IKE_SA_INIT (§1.2) ---------------------------------------------------------------
+    # -- IKE_SA_INIT (§1.2, §2.6 cookies) -------------------------------------------------
 
     def start(self) -> None:
-        """Initiator: send IKE_SA_INIT."""
+        """Initiator: send IKE_SA_INIT (again with N(COOKIE) first, if the responder asked, §2.6)."""
         suites = self.cfg.ike_suites
         group = self.kex.group if self.kex else suites[0].dh
-        self.kex = key_exchange(group)
-        self.ni = self.ni or os.urandom(NONCE_LEN)
+        if self.kex is None or self.kex.group != group:
+            self.kex = key_exchange(group)
+        self.ni = self.ni or os.urandom(NONCE_LEN)  # the same Ni on every retry: the cookie covers it
         sa = SaPayload(proposals=[s.proposal(i + 1, ProtocolId.IKE, b"") for i, s in enumerate(suites)])
         for p in sa.proposals[:-1]:
             p.last = 2
         msg = IkeMessage(self.spi_i, bytes(8), ExchangeType.IKE_SA_INIT, 0, self._flags(False))
-        msg.payloads = [sa, KePayload(dh_group=group, data=self.kex.public), NoncePayload(data=self.ni),
+        msg.payloads = [*([notify(NotifyType.COOKIE, self.cookie)] if self.cookie else []),
+                        sa, KePayload(dh_group=group, data=self.kex.public), NoncePayload(data=self.ni),
                         *self._nat_notifies(), notify(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED)]
         self.init_request = bytes(msg)
         self.state = "init-sent"
         self.next_id = 1
-        self.inflight = _Request(ExchangeType.IKE_SA_INIT, [], self._on_init_response, 0, self.init_request,
-                                 deadline=time.monotonic() + self.cfg.retransmit_timeout,
+        self.inflight = _Request(ExchangeType.IKE_SA_INIT, [], lambda ike, p: None, message_id=0,
+                                 data=[self.init_request], deadline=time.monotonic() + self.cfg.retransmit_timeout,
                                  timeout=self.cfg.retransmit_timeout)
         self._send(self.init_request)
 
@@ -272,6 +357,17 @@ class IkeSa:
 
     def _on_init_response(self, msg: IkeMessage) -> None:
         payloads = msg.payloads
+        cookie = find_notify(payloads, NotifyType.COOKIE)
+        if cookie is not None:
+            self.cookie_tries += 1
+            if self.cookie_tries > 3 or not 1 <= len(cookie.data) <= 64:
+                raise IkeError("the responder keeps asking for a COOKIE")
+            log.info("IKE SA %s: responder sent a COOKIE (%d octets), retrying IKE_SA_INIT with it",
+                     self.spi_i.hex(), len(cookie.data))
+            self.cookie = cookie.data
+            self.inflight = None
+            self.start()
+            return
         inv = find_notify(payloads, NotifyType.INVALID_KE_PAYLOAD)
         if inv is not None and len(inv.data) == 2:
             group = struct.unpack(">H", inv.data)[0]
@@ -283,7 +379,7 @@ class IkeSa:
                 return
         err = error_notify(payloads)
         if err is not None:
-            raise IkeError(f"IKE_SA_INIT refused: {NotifyType(err.notify_type).name if err.notify_type in NotifyType._value2member_map_ else err.notify_type}")
+            raise IkeError(f"IKE_SA_INIT refused: {_nname(err.notify_type)}")
         sa, ke, nonce = first(payloads, SaPayload), first(payloads, KePayload), first(payloads, NoncePayload)
         if not (sa and ke and nonce) or len(sa.proposals) != 1:
             raise IkeError("IKE_SA_INIT response lacks SA, KE or Nonce")
@@ -294,6 +390,7 @@ class IkeSa:
         self.spi_r = msg.spi_r
         self.init_response = msg.raw
         self.nr = nonce.data
+        self.peer_fragmentation = find_notify(payloads, NotifyType.IKEV2_FRAGMENTATION_SUPPORTED) is not None
         self.natt = True  # NAT detection was forced above: move to the NAT-T port (§2.23)
         self.remote = (self.remote[0], self.node.remote_natt_port)
         self._derive(chosen[1], self.kex.shared(ke.data))
@@ -319,7 +416,8 @@ class IkeSa:
             log.warning("IKE_SA_INIT from %s dropped: %s", self.remote[0], err)
             return self._clear_error(msg, NotifyType.INVALID_SYNTAX)
         self.ni, self.nr = nonce.data, os.urandom(NONCE_LEN)
-        self.init_request = msg.raw
+        self.init_request = msg.raw  # with the cookie, if there was one: AUTH signs what was sent (§2.15)
+        self.peer_fragmentation = find_notify(payloads, NotifyType.IKEV2_FRAGMENTATION_SUPPORTED) is not None
         out = IkeMessage(self.spi_i, self.spi_r, ExchangeType.IKE_SA_INIT, 0, self._flags(True))
         out.payloads = [SaPayload(proposals=[suite.proposal(prop.number, ProtocolId.IKE, b"")]),
                         KePayload(dh_group=suite.dh, data=self.kex.public), NoncePayload(data=self.nr),
@@ -328,7 +426,7 @@ class IkeSa:
         self._derive(suite, g_ir)
         self.state = "init-done"
         self.peer_id = 1
-        self.last_response = (0, self.init_response)
+        self.last_response = (0, [self.init_response])
         return self.init_response
 
     def _clear_error(self, msg: IkeMessage, kind: int, data: bytes = b"") -> bytes:
@@ -348,6 +446,8 @@ class IkeSa:
             seed = keymat.skeyseed_rekey(old_prf, old_sk_d, g_ir, self.ni, self.nr)
         self.km = keymat.ike_keymat(suite.prf, seed, self.ni, self.nr, self.spi_i, self.spi_r,
                                     self.encr.key_len, self.integ.key_len if self.integ else 0)
+        self.keys = IkeKeys(self.spi_i, self.spi_r, self.encr, self.km.sk_ei, self.km.sk_er, self.integ,
+                            self.km.sk_ai, self.km.sk_ar, source="peer")
         self.node.keylog.ike(self)
 
     # -- IKE_AUTH (§1.2, §2.15) -----------------------------------------------------------
@@ -367,14 +467,9 @@ class IkeSa:
             inner.append(CpPayload(cfg_type=CfgType.CFG_REQUEST,
                                    attributes=[CfgAttribute(CfgAttr.INTERNAL_IP4_ADDRESS, b"")]))
         inner += self._child_offer(creq, with_nonce=False)
-        self.state = "established"  # lets _pump send the IKE_AUTH request
-        self.queue.appendleft(_Request(ExchangeType.IKE_AUTH, inner, self._on_auth_response,
-                                       timeout=self.cfg.retransmit_timeout))
+        req = _Request(ExchangeType.IKE_AUTH, inner, lambda ike, resp: ike._on_auth_response(resp),
+                       timeout=self.cfg.retransmit_timeout)
         self.state = "auth-sent"
-        self._pump_auth()
-
-    def _pump_auth(self) -> None:
-        req = self.queue.popleft()
         req.message_id = self.next_id
         self.next_id += 1
         req.data = self._seal(req.exchange, req.message_id, False, req.inner)
@@ -425,6 +520,7 @@ class IkeSa:
         mine = keymat.psk_auth(self.suite.prf, self.cfg.psk, self._auth_octets(False, idr.body()))
         out: list[Payload] = [idr, AuthPayload(kind=AuthMethod.SHARED_KEY_MIC, data=bytes(mine))]
         self.state = "established"
+        self.peer_supports_resource_info = find_notify(inner, R9611) is not None
         cp = first(inner, CpPayload)
         if cp is not None and cp.cfg_type == CfgType.CFG_REQUEST:
             base = ipaddress.ip_network(self.cfg.remote_ts, strict=False)
@@ -465,10 +561,13 @@ class IkeSa:
         return out
 
     def create_child(self, creq: _ChildRequest, on_done: Callable[[ChildSa | None, str], None]) -> None:
-        """CREATE_CHILD_SA for a new or a rekeyed Child SA; ``on_done(child, refusal)``."""
+        """CREATE_CHILD_SA for an additional Child SA; ``on_done(child, refusal)``.
+
+        For a rekey use ``rekey_child``.
+        """
         inner = self._child_offer(creq, with_nonce=True)
 
-        def on_response(resp: list[Payload]) -> None:
+        def on_response(ike: IkeSa, resp: list[Payload]) -> None:
             err = error_notify(resp)
             if err is not None:
                 on_done(None, _nname(err.notify_type))
@@ -477,10 +576,70 @@ class IkeSa:
             if nonce is None:
                 on_done(None, "no Nonce in response")
                 return
-            child = self._accept_child_response(creq, resp, creq.nonce, nonce.data)
+            child = ike._accept_child_response(creq, resp, creq.nonce, nonce.data)
             on_done(child, "" if child else "unacceptable response")
 
-        self.request(ExchangeType.CREATE_CHILD_SA, inner, on_response)
+        self.request(ExchangeType.CREATE_CHILD_SA, inner, on_response, on_drop=lambda why: on_done(None, why))
+
+    def rekey_child(self, creq: _ChildRequest, on_done: Callable[[ChildSa | None, str], None]) -> None:
+        """§1.3.3: CREATE_CHILD_SA with N(REKEY_SA); ``on_done(surviving new SA or None, why)``.
+
+        On success the old SA is marked ``rekeyed``, the node switches its workers and the old
+        SA is deleted by whoever created the surviving new one (§2.8, §2.8.1).
+        """
+        old = creq.rekey_of
+        assert old is not None
+        inner = self._child_offer(creq, with_nonce=True)
+
+        def before_send(ike: IkeSa) -> str | None:
+            if old.state != "installed" or old.deleting:
+                return f"Child SA {old.spi_in:08x} is {old.state}: not rekeyed"
+            old.rekeying = True
+            return None
+
+        def on_response(ike: IkeSa, resp: list[Payload]) -> None:
+            old.rekeying = False
+            partner, old.collision = old.collision, None
+            err = error_notify(resp)
+            mine, why = None, ""
+            if err is not None:
+                why = _nname(err.notify_type)
+            elif (nonce := first(resp, NoncePayload)) is None:
+                why = "no Nonce in response"
+            else:
+                mine = ike._accept_child_response(creq, resp, creq.nonce, nonce.data)
+                why = "" if mine else "unacceptable response"
+            survivor = ike._settle_child_rekey(old, mine, partner)
+            if mine is not None and survivor is not mine:
+                why = "rekey collision: the peer's new SA survives (§2.8.1)"
+            on_done(survivor if survivor is mine else None, why)
+
+        self.request(ExchangeType.CREATE_CHILD_SA, inner, on_response, before_send=before_send,
+                     on_drop=lambda why: on_done(None, why))
+
+    def _settle_child_rekey(self, old: ChildSa, mine: ChildSa | None, partner: ChildSa | None) -> ChildSa | None:
+        """§2.8.1: pick the surviving new SA; close what we created and lost, or the old SA if we won."""
+        if mine is not None and partner is not None:
+            if lowest_nonce_in(mine.nonces, partner.nonces):
+                loser, survivor = mine, partner
+            else:
+                loser, survivor = partner, mine
+            loser.state = "redundant"
+            log.info("Child SA rekey collision on %08x: %08x survives, %08x is redundant (lowest nonce)",
+                     old.spi_in, survivor.spi_in, loser.spi_in)
+            self.node.events.append("child-rekey-collision")
+        else:
+            survivor = mine or partner
+        if survivor is None:
+            return None
+        if old.state == "installed":
+            old.state = "rekeyed"
+        self.node.child_rekeyed(self, old, survivor)
+        if mine is not None and mine.state == "redundant":
+            self.delete_children([mine])  # we created it, we close it
+        if survivor is mine:
+            self.delete_children([old])  # the creator of the survivor deletes the old SA
+        return survivor
 
     def _accept_child_response(self, creq: _ChildRequest, resp: list[Payload], ni: bytes, nr: bytes) -> ChildSa | None:
         sa = first(resp, SaPayload)
@@ -514,6 +673,7 @@ class IkeSa:
                  peer_rid: bytes | None, rekey_of: ChildSa | None, transport: bool) -> ChildSa:
         encr = crypto.encr_spec(suite.encr, suite.key_bits)
         integ = None if encr.aead else crypto.integ_spec(suite.integ)
+        # KEYMAT from the SK_d of the IKE SA the exchange ran over (this one, §2.17)
         ck = keymat.child_keymat(self.suite.prf, self.km.sk_d, ni, nr, encr.key_len,
                                  integ.key_len if integ else 0, g_ir)
         mine = (ck.encr_i, ck.integ_i) if exchange_initiator else (ck.encr_r, ck.integ_r)
@@ -523,13 +683,23 @@ class IkeSa:
         in_sa = EspSa(spi_in, suite.encr, suite.key_bits, theirs[0], suite.integ, theirs[1], remote, local)
         local_ts, remote_ts = (tsi, tsr) if exchange_initiator else (tsr, tsi)
         child = ChildSa(spi_in, spi_out, suite, local_ts, remote_ts, in_sa, out_sa, rid, peer_rid, resource,
-                        transport, rekey_of=rekey_of.spi_in if rekey_of else None)
-        self.children[spi_in] = child
-        self.node.keylog.child(child)
+                        transport, rekey_of=rekey_of.spi_in if rekey_of else None, nonces=(ni, nr),
+                        created_by_us=exchange_initiator)
+        self.live().children[spi_in] = child  # after an IKE SA rekey, the successor owns it
+        self.node.child_keyed(child)
         log.info("Child SA %08x/%08x installed (%s, resource %s, id %s%s)", spi_in, spi_out, suite,
                  "fallback" if resource is None else resource, rid.hex() if rid else "-",
                  f", rekeys {rekey_of.spi_in:08x}" if rekey_of else "")
         return child
+
+    def _find_child(self, match: Callable[[ChildSa], bool]) -> ChildSa | None:
+        ike: IkeSa | None = self
+        while ike is not None:
+            hit = next((c for c in ike.children.values() if match(c)), None)
+            if hit is not None:
+                return hit
+            ike = ike.successor
+        return None
 
     def _respond_child(self, inner: list[Payload], ni: bytes, nr: bytes, in_auth: bool,
                        nr_payload: bytes | None = None) -> list[Payload]:
@@ -542,9 +712,15 @@ class IkeSa:
         old = None
         if rekey is not None:
             old_spi = struct.unpack(">I", rekey.spi)[0] if len(rekey.spi) == 4 else -1
-            old = next((c for c in self.children.values() if c.spi_out == old_spi and c.state == "installed"), None)
+            old = self._find_child(lambda c: c.spi_out == old_spi and c.state != "deleted")
             if old is None:
                 return [notify(NotifyType.CHILD_SA_NOT_FOUND, protocol=ProtocolId.ESP, spi=rekey.spi)]
+            if old.state != "installed" or old.deleting:
+                log.info("rekey of Child SA %08x refused: TEMPORARY_FAILURE (we are closing it, §2.25.1)",
+                         old.spi_in)
+                return [notify(NotifyType.TEMPORARY_FAILURE)]
+            if not old.rekeying:
+                self.node.collide_child(self, old)  # --collide: our rekey of it crosses theirs
         ke = first(inner, KePayload)
         ours = self.node.esp_accept()
         if ke is None:
@@ -561,7 +737,7 @@ class IkeSa:
             return [notify(NotifyType.TS_UNACCEPTABLE)]
         info = find_notify(inner, R9611)
         key = (ts_text(nts_r), ts_text(nts_i))
-        same = [c for c in self.children.values() if c.state == "installed" and c.ts_key == key]
+        same = [c for c in self.live().children.values() if c.state == "installed" and c.ts_key == key]
         if old is None and not in_auth and len(same) - 1 >= self.cfg.max_per_ts and not self.cfg.fault("no-ts-limit"):
             log.info("refusing Child SA %d+1 for TS %s <-> %s: TS_MAX_QUEUE (limit %d additional)",
                      len(same), key[0], key[1], self.cfg.max_per_ts)
@@ -600,12 +776,165 @@ class IkeSa:
                 TsPayload(ts_payload_type=PayloadType.TSr, selectors=nts_r)]
         if rid is not None:
             out.append(self.node.resource_info_notify(rid))
-        if old is not None:
+        if old is not None and old.rekeying:
+            # §2.8.1: we are rekeying it too; answer as usual, settle when our response is in
+            log.info("Child SA %08x: the peer rekeys it while we do (collision)", old.spi_in)
+            old.collision = child
+        elif old is not None:
             old.state = "rekeyed"
             self.node.child_rekeyed(self, old, child)
         else:
             self.node.child_installed(self, child)
         return out
+
+    # -- IKE SA rekey (§1.3.2, §2.18, §2.8.2) ---------------------------------------------
+
+    def _ike_proposals(self, spi: bytes) -> tuple[SaPayload, list[Suite]]:
+        suites = [self.suite, *[s for s in self.cfg.ike_suites if s != self.suite]]
+        sa = SaPayload(proposals=[s.proposal(i + 1, ProtocolId.IKE, spi) for i, s in enumerate(suites)])
+        for p in sa.proposals[:-1]:
+            p.last = 2
+        return sa, suites
+
+    def rekey_ike(self, on_done: Callable[[IkeSa | None, str], None], group: int = 0) -> None:
+        """CREATE_CHILD_SA {SA(new SPIi), Ni, KEi}; ``on_done(new IKE SA or None, why)``.
+
+        The new IKE SA gets its keys from SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr)
+        (§2.18, the old PRF), takes over the Child SAs, and the old one is deleted.
+        """
+        spi = self.node.new_ike_spi()
+        nonce = os.urandom(NONCE_LEN)
+        kex = key_exchange(group or self.suite.dh)  # §2.18: a rekeyed IKE SA always has a new DH
+        sa, suites = self._ike_proposals(spi)
+        inner: list[Payload] = [sa, NoncePayload(data=nonce), KePayload(dh_group=kex.group, data=kex.public)]
+
+        def before_send(ike: IkeSa) -> str | None:
+            if ike.state != "established" or ike.deleting:
+                return f"IKE SA {ike.spi_i.hex()} is {ike.state}: not rekeyed"
+            ike.rekeying = True
+            return None
+
+        def on_response(ike: IkeSa, resp: list[Payload]) -> None:
+            ike.rekeying = False
+            partner, ike.collision = ike.collision, None
+            mine, why = None, ""
+            err = error_notify(resp)
+            inv = find_notify(resp, NotifyType.INVALID_KE_PAYLOAD)
+            if inv is not None and len(inv.data) == 2 and not group and partner is None:
+                wanted = struct.unpack(">H", inv.data)[0]
+                if wanted in {s.dh for s in suites} and wanted != kex.group:
+                    log.info("IKE SA %s rekey: the peer wants DH group %d, retrying", ike.spi_i.hex(), wanted)
+                    ike.rekey_ike(on_done, wanted)
+                    return
+            if err is not None:
+                why = _nname(err.notify_type)
+            else:
+                rsa, rnonce, rke = first(resp, SaPayload), first(resp, NoncePayload), first(resp, KePayload)
+                chosen = choose(rsa.proposals, suites, ProtocolId.IKE) if rsa and len(rsa.proposals) == 1 else None
+                if chosen is None or rnonce is None or rke is None or len(chosen[0].spi) != 8 \
+                        or rke.dh_group != kex.group or chosen[1].dh != kex.group:
+                    why = "unacceptable IKE SA rekey response"
+                else:
+                    mine = IkeSa(ike.node, True, spi, chosen[0].spi, ike.remote, ike.local)
+                    mine._inherit(ike, nonce, rnonce.data)
+                    mine._derive(chosen[1], kex.shared(rke.data), ike.km.sk_d, ike.suite.prf)
+                    ike.node.ike_registered(mine)
+            survivor = ike._settle_ike_rekey(mine, partner)
+            if mine is not None and survivor is not mine:
+                why = "rekey collision: the peer's new IKE SA survives (§2.8.2)"
+            if why:
+                log.info("IKE SA %s rekey: %s", ike.spi_i.hex(), why)
+            on_done(survivor, why)
+
+        self.request(ExchangeType.CREATE_CHILD_SA, inner, on_response, kind="ike-rekey", before_send=before_send,
+                     on_drop=lambda why: on_done(None, why))
+
+    def _inherit(self, old: IkeSa, ni: bytes, nr: bytes) -> None:
+        """What a new IKE SA keeps from the one it rekeys; message IDs restart at 0 (§2.18)."""
+        self.ni, self.nr = ni, nr
+        self.natt = old.natt
+        self.peer_fragmentation = old.peer_fragmentation
+        self.peer_supports_resource_info = old.peer_supports_resource_info
+        self.remote_access_address = old.remote_access_address
+        self.state = "established"
+        self.next_id = self.peer_id = 0
+
+    def _respond_ike_rekey(self, inner: list[Payload], sa: SaPayload, nonce: NoncePayload) -> list[Payload]:
+        if self.state != "established" or self.deleting:
+            return [notify(NotifyType.TEMPORARY_FAILURE)]  # §2.25.2: we are closing it
+        if not self.rekeying:
+            self.node.collide_ike(self)  # --collide: our rekey of it crosses theirs
+        chosen = choose(sa.proposals, self.cfg.ike_suites, ProtocolId.IKE)
+        if chosen is None:
+            return [notify(NotifyType.NO_PROPOSAL_CHOSEN)]
+        prop, suite = chosen
+        if len(prop.spi) != 8:
+            return [notify(NotifyType.INVALID_SYNTAX)]
+        ke = first(inner, KePayload)
+        if ke is None or ke.dh_group != suite.dh:  # §2.18: a new DH is a MUST
+            return [notify(NotifyType.INVALID_KE_PAYLOAD, struct.pack(">H", suite.dh))]
+        kex = key_exchange(suite.dh)
+        g_ir = kex.shared(ke.data)
+        nr = os.urandom(NONCE_LEN)
+        spi = self.node.new_ike_spi()
+        theirs = IkeSa(self.node, False, prop.spi, spi, self.remote, self.local)
+        theirs._inherit(self, nonce.data, nr)
+        theirs._derive(suite, g_ir, self.km.sk_d, self.suite.prf)
+        self.node.ike_registered(theirs)
+        log.info("IKE SA %s rekeyed by the peer: new IKE SA %s", self.spi_i.hex(), theirs.name)
+        if self.rekeying:
+            log.info("IKE SA %s: the peer rekeys it while we do (collision)", self.spi_i.hex())
+            self.collision = theirs  # settled when our rekey's response is in (§2.8.2)
+        else:
+            self._hand_over(theirs)
+        return [SaPayload(proposals=[suite.proposal(prop.number, ProtocolId.IKE, spi)]), NoncePayload(data=nr),
+                KePayload(dh_group=kex.group, data=kex.public)]
+
+    def _settle_ike_rekey(self, mine: IkeSa | None, partner: IkeSa | None) -> IkeSa | None:
+        """§2.8.2: the IKE SA created with the lowest nonce is closed by its creator; the
+        survivor inherits the Child SAs; the survivor's creator deletes this (old) IKE SA."""
+        if mine is not None and partner is not None:
+            if lowest_nonce_in((mine.ni, mine.nr), (partner.ni, partner.nr)):
+                loser, survivor = mine, partner
+            else:
+                loser, survivor = partner, mine
+            loser.redundant = True
+            log.info("IKE SA rekey collision on %s: %s survives, %s is redundant (lowest nonce)",
+                     self.spi_i.hex(), survivor.name, loser.name)
+            self.node.events.append("ike-rekey-collision")
+        else:
+            survivor = mine or partner
+        if survivor is None:
+            return None
+        self._hand_over(survivor)
+        if mine is not None and mine.redundant:
+            mine.delete()  # we created it, we close it
+        if survivor is mine:
+            self.delete()  # the last request on the old IKE SA (§2.18)
+        return survivor
+
+    def _hand_over(self, new: IkeSa) -> None:
+        """The Child SAs and the requests not yet sent move to ``new`` (§2.18)."""
+        for spi, c in list(self.children.items()):
+            if c.state != "deleted":
+                new.children[spi] = c
+                del self.children[spi]
+        keep, moved = deque(), []
+        for req in self.queue:
+            if req.kind == "ike-rekey":
+                if req.on_drop:
+                    req.on_drop("the IKE SA was rekeyed meanwhile")
+            elif req.kind == "delete-ike":
+                keep.append(req)
+            else:
+                moved.append(req)
+        self.queue = keep
+        new.queue.extend(moved)
+        self.successor = new
+        self.state = "rekeyed"
+        log.info("IKE SA %s rekeyed: Child SAs now under %s (message IDs from 0)", self.spi_i.hex(), new.name)
+        self.node.ike_rekeyed(self, new)
+        new._pump()
 
     # -- receiving ------------------------------------------------------------------------
 
@@ -620,23 +949,32 @@ class IkeSa:
             log.warning("IKE SA %s: message %d dropped: %s", self.spi_i.hex(), msg.message_id, err)
 
     def _open(self, msg: IkeMessage) -> list[Payload] | None:
+        """Decrypt SK, or add an SKF fragment (RFC 7383 §2.6) with ``sk.IkeDecryptor``.
+
+        None: dropped (logged), or a fragment that does not complete its message yet.
+        """
         sk = first(msg.payloads, SkPayload)
-        if sk is None or self.km is None:
+        if sk is None or self.keys is None:
             return None
-        theirs = msg.initiator
-        e = self.km.sk_ei if theirs else self.km.sk_er
-        a = self.km.sk_ai if theirs else self.km.sk_ar
-        try:
-            plain = crypto.sk_decrypt(self.encr, self.integ, e, a, msg.raw, sk.offset, sk.HEADER_LEN)
-        except (crypto.IntegrityError, crypto.DecryptError) as err:
+        before = msg.malformed
+        self.decryptor.decrypt(msg)
+        if sk.error:
             log.warning("IKE SA %s: message %d from %s dropped: %s", self.spi_i.hex(), msg.message_id,
-                        self.remote[0], err)
+                        self.remote[0], sk.error.replace(" — wrong keys?", ""))
             return None
-        inner, problem = parse_chain(plain, sk.next_payload, sk.offset + sk.HEADER_LEN + self.encr.iv_len)
-        if problem is not None:
-            log.warning("IKE SA %s: message %d malformed: %s", self.spi_i.hex(), msg.message_id, problem)
+        if not sk.decrypted:
             return None
-        return inner
+        if isinstance(sk, SkfPayload):
+            if not sk.reassembled_from:
+                log.debug("IKE SA %s: message %d fragment %d/%d kept", self.spi_i.hex(), msg.message_id,
+                          sk.fragment_number, sk.total_fragments)
+                return None
+            log.info("IKE SA %s: message %d reassembled from %d SKF fragments", self.spi_i.hex(),
+                     msg.message_id, sk.total_fragments)
+        if msg.malformed is not None and msg.malformed is not before:
+            log.warning("IKE SA %s: message %d malformed: %s", self.spi_i.hex(), msg.message_id, msg.malformed)
+            return None
+        return sk.inner
 
     def _handle(self, msg: IkeMessage) -> None:
         if msg.exchange == ExchangeType.IKE_SA_INIT:
@@ -645,6 +983,7 @@ class IkeSa:
             elif not msg.response and self.last_response and self.last_response[0] == 0:
                 self._send(self.last_response[1])  # retransmitted IKE_SA_INIT request
             return
+        sk = first(msg.payloads, SkPayload)
         if msg.response:
             req = self.inflight
             if req is None or msg.message_id != req.message_id:
@@ -654,11 +993,13 @@ class IkeSa:
                 return
             self.last_heard = time.time()
             self.inflight = None
-            req.on_response(inner)
+            req.on_response(self, inner)
             self._pump()
             return
         if self.last_response and msg.message_id == self.last_response[0]:
-            self._send(self.last_response[1])
+            # a retransmitted request; fragmented: answer on its first fragment only (RFC 7383 §2.6.1)
+            if not isinstance(sk, SkfPayload) or sk.fragment_number == 1:
+                self._send(self.last_response[1])
             return
         if msg.message_id != self.peer_id:
             log.info("IKE SA %s: request with message id %d, expected %d: dropped", self.spi_i.hex(),
@@ -670,7 +1011,7 @@ class IkeSa:
         self.last_heard = time.time()
         if msg.exchange == ExchangeType.IKE_AUTH and self.state == "init-done":
             out = self._respond_auth(inner)
-        elif self.state != "established":
+        elif self.state not in ("established", "rekeyed"):
             return
         elif msg.exchange == ExchangeType.CREATE_CHILD_SA:
             out = self._respond_create(inner)
@@ -693,7 +1034,11 @@ class IkeSa:
         if sa is None or nonce is None:
             return [notify(NotifyType.INVALID_SYNTAX)]
         if sa.proposals and sa.proposals[0].protocol_id == ProtocolId.IKE:
-            return self.node.respond_ike_rekey(self, inner)
+            return self._respond_ike_rekey(inner, sa, nonce)
+        if self.rekeying or self.state != "established":
+            # §2.25.2: no Child SA creation or rekey while we rekey (or have rekeyed) the IKE SA
+            log.info("IKE SA %s: CREATE_CHILD_SA answered TEMPORARY_FAILURE (IKE SA rekey)", self.spi_i.hex())
+            return [notify(NotifyType.TEMPORARY_FAILURE)]
         nr = os.urandom(NONCE_LEN)
         return self._respond_child(inner, nonce.data, nr, in_auth=False, nr_payload=nr)
 
@@ -712,9 +1057,10 @@ class IkeSa:
                     if len(spi) != 4:
                         continue
                     spi_out = struct.unpack(">I", spi)[0]
-                    child = next((c for c in self.children.values() if c.spi_out == spi_out and c.state != "deleted"), None)
+                    child = self._find_child(lambda c, spi=spi_out: c.spi_out == spi and c.state != "deleted")
                     if child is not None:
-                        mine.append(struct.pack(">I", child.spi_in))
+                        if not child.deleting:  # §1.4.1: both closing it: no Delete in the answer
+                            mine.append(struct.pack(">I", child.spi_in))
                         self._forget(child)
                 if mine:
                     out.append(DeletePayload(protocol_id=ProtocolId.ESP, spi_size=4, spis=mine))
@@ -728,34 +1074,44 @@ class IkeSa:
     # -- deleting -------------------------------------------------------------------------
 
     def delete_children(self, children: list[ChildSa], on_done: Callable[[], None] | None = None) -> None:
-        spis = [struct.pack(">I", c.spi_in) for c in children if c.state != "deleted"]
-        if not spis:
+        todo = [c for c in children if c.state != "deleted" and not c.deleting]
+        if not todo:
             if on_done:
                 on_done()
             return
+        for c in todo:
+            c.deleting = True
 
-        def on_response(resp: list[Payload]) -> None:
-            for c in children:
+        def on_response(ike: IkeSa, resp: list[Payload]) -> None:
+            for c in todo:
                 if c.state != "deleted":
-                    self._forget(c)
+                    ike._forget(c)
             if on_done:
                 on_done()
 
-        self.request(ExchangeType.INFORMATIONAL, [DeletePayload(protocol_id=ProtocolId.ESP, spi_size=4, spis=spis)],
-                     on_response)
+        self.request(ExchangeType.INFORMATIONAL,
+                     [DeletePayload(protocol_id=ProtocolId.ESP, spi_size=4,
+                                    spis=[struct.pack(">I", c.spi_in) for c in todo])],
+                     on_response, on_drop=lambda why: on_done() if on_done else None)
 
     def delete(self, on_done: Callable[[], None] | None = None) -> None:
-        def on_response(resp: list[Payload]) -> None:
-            self.state = "deleted"
-            self.node.ike_deleted(self)
+        """INFORMATIONAL {D(IKE)} on this very IKE SA (§1.4.1)."""
+        def before_send(ike: IkeSa) -> str | None:
+            ike.deleting = True
+            return None
+
+        def on_response(ike: IkeSa, resp: list[Payload]) -> None:
+            ike.state = "deleted"
+            ike.node.ike_deleted(ike)
             if on_done:
                 on_done()
 
-        self.request(ExchangeType.INFORMATIONAL, [DeletePayload(protocol_id=ProtocolId.IKE)], on_response)
+        self.request(ExchangeType.INFORMATIONAL, [DeletePayload(protocol_id=ProtocolId.IKE)], on_response,
+                     kind="delete-ike", before_send=before_send)
 
     def liveness(self) -> None:
         """§1.4: an empty INFORMATIONAL request."""
-        self.request(ExchangeType.INFORMATIONAL, [], lambda resp: None)
+        self.request(ExchangeType.INFORMATIONAL, [], lambda ike, resp: None)
 
 
 def _equal(a: bytes, b: bytes) -> bool:
@@ -779,5 +1135,14 @@ def child_request(node: Node, resource: int | None, resource_id: bytes | None, k
                          resource, resource_id, rekey_of, transport, suites or [])
 
 
-__all__ = ["IkeSa", "ChildSa", "IkeError", "child_request", "subnet_ts", "narrow", "IKE_HEADER_LEN",
-           "parse_message", "Secret"]
+__all__ = [
+    "IKE_HEADER_LEN",
+    "ChildSa",
+    "IkeError",
+    "IkeSa",
+    "Secret",
+    "child_request",
+    "narrow",
+    "parse_message",
+    "subnet_ts",
+]

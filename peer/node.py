@@ -10,6 +10,8 @@ writes the key files (``KeyLog``) and the JSON status file, and stops by itself.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import logging
 import multiprocessing as mp
@@ -20,15 +22,15 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from dissectors.iana import DhGroup, NotifyType, ProtocolId
-from dissectors.ikev2.message import parse_message
-from dissectors.ikev2.payloads import NotifyPayload, Payload
+from dissectors.iana import DhGroup, ExchangeType, NotifyType, ProtocolId
+from dissectors.ikev2.message import IkeMessage, parse_message
+from dissectors.ikev2.payloads import NoncePayload, NotifyPayload
 
 from .config import PeerConfig
-from .esp import EspError, EspIntegrityError, ReplayWindow
+from dissectors.esp import EspError, EspIntegrityError, ReplayWindow
 from .ike import ChildSa, IkeError, IkeSa, child_request, notify, subnet_ts
 from .proposals import parse_suite
-from .worker import ROW, SLOTS, WorkerPlan, worker_main
+from .worker import FALLBACK_SLOTS, ROW, SLOTS, WorkerPlan, worker_main
 
 log = logging.getLogger("multisa.peer")
 
@@ -96,16 +98,22 @@ class Node:
         self.spis_in: set[int] = set()
         self.inbound: dict[int, InboundCounters] = {}
         self.resource_ids: dict[tuple, dict[int | None, bytes]] = {}
+        self.used_ids: dict[tuple, set[bytes]] = {}
         self.refusals = 0
         self.workers: list[Worker] = []
         self.ctx = mp.get_context("fork")
-        self.fallback_seq = self.ctx.Value("Q", 0)
+        self.fallback_seqs = self.ctx.Array("Q", FALLBACK_SLOTS)  # one locked counter per fallback SA
+        self.fallback_idx = 0
+        self.history: list[IkeSa] = []  # every IKE SA that got keys, in order (status, after rekeys)
+        self.collided: set[str] = set()
+        self.cookie_secret = os.urandom(32)
         self.counters = self.ctx.RawArray("d", max(1, cfg.resources) * SLOTS * ROW)
         self.exit_code = 0
         self.done: asyncio.Event | None = None
         self.established: IkeSa | None = None
         self.events: list[str] = []
         self.sock_ike = self.sock_natt = None
+        self.dataplane = None  # peer.kernel.KernelDataplane with --dataplane kernel
 
     # -- sockets --------------------------------------------------------------------------
 
@@ -120,6 +128,8 @@ class Node:
     def open(self) -> None:
         self.sock_ike = self._bind(self.listen[1])
         self.sock_natt = self._bind(self.natt_port)
+        if self.dataplane is not None:
+            self.dataplane.attach(self)  # the kernel takes ESP off the NAT-T socket
 
     def send(self, ike: IkeSa, data: bytes) -> None:
         try:
@@ -174,7 +184,9 @@ class Node:
     def _new_responder_sa(self, msg, addr, natt) -> None:
         again = next((s for s in self.half_open.values() if s.spi_i == msg.spi_i), None)
         if again is not None and again.last_response:
-            self.send(again, again.last_response[1])
+            again._send(again.last_response[1])
+            return
+        if self.cfg.cookies and not self._cookie_ok(msg, addr, natt):
             return
         now = time.time()
         for spi, s in list(self.half_open.items()):
@@ -195,11 +207,55 @@ class Node:
         self.half_open[ike.spi_r] = ike
         self.ike_sas[ike.spis] = ike
 
+    def _cookie_ok(self, msg, addr, natt: bool) -> bool:
+        """RFC 7296 §2.6: Cookie = <VersionIDofSecret> | Hash(Ni | IPi | SPIi | <secret>). Without
+        the right one, answer N(COOKIE) statelessly and keep nothing."""
+        nonce = next((p for p in msg.payloads if isinstance(p, NoncePayload)), None)
+        if nonce is None:
+            return True  # respond_init answers INVALID_SYNTAX
+        want = b"\x01" + hashlib.sha256(nonce.data + addr[0].encode() + msg.spi_i + self.cookie_secret).digest()[:16]
+        got = next((p for p in msg.payloads if isinstance(p, NotifyPayload) and p.notify_type == NotifyType.COOKIE), None)
+        if got is not None and hmac.compare_digest(got.data, want):
+            return True
+        out = IkeMessage(msg.spi_i, bytes(8), ExchangeType.IKE_SA_INIT, 0, 0x20)
+        out.payloads = [notify(NotifyType.COOKIE, want)]
+        log.info("IKE_SA_INIT from %s answered with a COOKIE (%s)", addr[0], "wrong cookie" if got else "none")
+        try:
+            if natt:
+                self.sock_natt.sendto(NON_ESP_MARKER + bytes(out), addr)
+            else:
+                self.sock_ike.sendto(bytes(out), addr)
+        except OSError as err:
+            log.warning("send to %s failed: %s", addr[0], err.strerror)
+        return False
+
     # -- callbacks from IkeSa -------------------------------------------------------------
 
     def rekeyed_spis(self, ike: IkeSa) -> None:
         self.half_open.pop(ike.spi_i, None)
         self.ike_sas[ike.spis] = ike
+
+    def new_ike_spi(self) -> bytes:
+        while True:
+            spi = os.urandom(8)
+            if spi != bytes(8) and not any(spi in k for k in self.ike_sas):
+                return spi
+
+    def ike_registered(self, ike: IkeSa) -> None:
+        """A new IKE SA from a rekey (ours or the peer's): reachable by its SPIs from now on."""
+        self.ike_sas[ike.spis] = ike
+        if ike not in self.history:
+            self.history.append(ike)
+
+    def ike_rekeyed(self, old: IkeSa, new: IkeSa) -> None:
+        """§2.18: the Child SAs of ``old`` now live under ``new`` (keys already exported)."""
+        if self.established is None or self.established is old or self.established.live() is new:
+            self.established = new
+        self.events.append("ike-rekeyed")
+        log.info("IKE SA %s rekeyed to %s", old.name, new.name)
+
+    def child_keyed(self, child: ChildSa) -> None:
+        self.keylog.child(child)
 
     def new_spi(self) -> int:
         while True:
@@ -233,10 +289,15 @@ class Node:
             n.critical = True
         return n
 
-    def new_resource_id(self, key: tuple, resource: int | None) -> bytes:
-        """RFC 9611 §3, §7: opaque random octets, unique in the group, never the CPU number."""
-        group = self.resource_ids.setdefault(key, {})
-        if resource in group:
+    def new_resource_id(self, key: tuple, resource: int | None, reuse: bool = False) -> bytes:
+        """RFC 9611 §3, §7: opaque random octets, unique in the group, never the CPU number.
+
+        Every new Child SA gets an id of its own (a rekey keeps its SA's id, §3), even when
+        two SAs share a resource; ``reuse`` returns the latest id given to ``resource``.
+        """
+        group = self.resource_ids.setdefault(key, {})  # resource -> latest id
+        used = self.used_ids.setdefault(key, set())
+        if reuse and resource in group:
             return group[resource]
         if self.cfg.fault("cpu-number-resource-id") and resource is not None:
             rid = struct.pack(">I", self.cpu_of(resource))
@@ -244,8 +305,9 @@ class Node:
             rid = group[0]
         else:
             rid = os.urandom(4)
-            while rid in group.values():
+            while rid in used:
                 rid = os.urandom(4)
+        used.add(rid)
         group[resource] = rid
         return rid
 
@@ -257,7 +319,7 @@ class Node:
         """RFC 9611 §4: the resource with the fewest Child SAs of this TS pair."""
         load = {r: 0 for r in range(self.cfg.resources)}
         for ike in self.ike_sas.values():
-            for c in ike.children.values():
+            for c in list(ike.children.values()):
                 if c.state == "installed" and c.ts_key == key and c.resource is not None:
                     load[c.resource] = load.get(c.resource, 0) + 1
         return min(load, key=lambda r: (load[r], r))
@@ -269,7 +331,12 @@ class Node:
     def ike_established(self, ike: IkeSa, child: ChildSa | None) -> None:
         self.half_open.pop(ike.spi_r, None)
         self.established = ike
+        if ike not in self.history:
+            self.history.append(ike)
         self.events.append("ike-established")
+        if self.cfg.role == "responder" and (self.cfg.rekey_ike_after > 0 or self.cfg.rekey_child_after > 0
+                                             or self.cfg.create_children > 0):
+            asyncio.get_running_loop().create_task(self._responder_plan(ike))
         if self.cfg.role == "initiator":
             if child is None:
                 self.exit_code = 1
@@ -279,6 +346,8 @@ class Node:
             asyncio.get_running_loop().create_task(self._initiator_plan(ike))
 
     def child_installed(self, ike: IkeSa, child: ChildSa) -> None:
+        if self.dataplane is not None:
+            return self.dataplane.child_installed(ike, child)
         self.inbound[child.spi_in] = InboundCounters(child)
         if child.resource is None and not self.workers and self.cfg.rate > 0:
             # after our IKE_AUTH response has gone out: the peer must know the SA first
@@ -286,23 +355,36 @@ class Node:
         elif child.resource is not None:
             w = self._worker(child.resource, shared=self.cfg.fault("shared-sa"))
             for wk in w:
-                wk.conn.send(("sa", child.outbound))
+                _safe_send(wk.conn, ("own", child.outbound))
 
     def child_rekeyed(self, ike: IkeSa, old: ChildSa, new: ChildSa) -> None:
+        """§3: the new SA stays on the old one's resource; the fallback SA gets a fresh counter."""
+        if self.dataplane is not None:
+            return self.dataplane.child_installed(ike, new)
+        if new.spi_in in self.inbound and self.inbound[new.spi_in].child is new:
+            return
         self.inbound[new.spi_in] = InboundCounters(new)
         self.events.append("child-rekeyed")
         if new.resource is not None:
-            for wk in self._worker(new.resource):
-                wk.conn.send(("sa", new.outbound))
+            for wk in self._worker(new.resource, shared=self.cfg.fault("shared-sa")):
+                _safe_send(wk.conn, ("own", new.outbound))
+        else:
+            self.fallback_idx = (self.fallback_idx + 1) % len(self.fallback_seqs)
+            self.fallback_seqs[self.fallback_idx] = 0
+            for wk in self.workers:
+                _safe_send(wk.conn, ("fallback", new.outbound, self.fallback_idx))
 
     def child_deleted(self, ike: IkeSa, child: ChildSa) -> None:
+        if self.dataplane is not None:
+            return self.dataplane.child_deleted(ike, child)
+        # workers go on with the newest installed SA of the resource (after a rekey: the new one)
+        live = [c for c in ike.live().children.values() if c.state == "installed" and c.resource == child.resource]
         if child.resource is None:
             for wk in self.workers:
-                _safe_send(wk.conn, ("fallback", False))
+                _safe_send(wk.conn, ("fallback", live[-1].outbound if live else None, self.fallback_idx))
             return
-        live = [c for c in ike.children.values() if c.state == "installed" and c.resource == child.resource]
-        for wk in self._worker(child.resource):
-            _safe_send(wk.conn, ("sa", live[0].outbound) if live else ("fallback", True))
+        for wk in self._worker(child.resource, shared=self.cfg.fault("shared-sa")):
+            _safe_send(wk.conn, ("own", live[-1].outbound if live else None))
 
     def _worker(self, resource: int, shared: bool = False) -> list[Worker]:
         out = [w for w in self.workers if w.plan.index == resource]
@@ -317,12 +399,19 @@ class Node:
         self.ike_sas.pop(ike.spis, None)
         self.half_open.pop(ike.spi_r, None)
         self.half_open.pop(ike.spi_i, None)
+        if ike.successor is not None or (self.established is not None and ike is not self.established
+                                         and ike.live() is not self.established):
+            log.info("IKE SA %s given up (rekeyed or redundant): the Child SAs live on", ike.name)
+            return
         if self.cfg.role == "initiator" or self.once:
             self.exit_code = self.exit_code or 1
             self._finish()
 
     def ike_deleted(self, ike: IkeSa) -> None:
         self.ike_sas.pop(ike.spis, None)
+        if ike.successor is not None or (self.established is not None and ike is not self.established):
+            log.info("IKE SA %s deleted (rekeyed or redundant)", ike.name)
+            return  # an old (rekeyed) or redundant IKE SA: the Child SAs live on elsewhere
         for c in ike.children.values():
             if c.state != "deleted":
                 c.state = "deleted"
@@ -330,8 +419,31 @@ class Node:
         if self.cfg.role == "initiator" or self.once:
             self._finish()
 
-    def respond_ike_rekey(self, ike: IkeSa, inner: list[Payload]) -> list[Payload]:
-        return [notify(NotifyType.NO_PROPOSAL_CHOSEN)]  # IKE SA rekey: not implemented yet
+    def collide_child(self, ike: IkeSa, old: ChildSa) -> None:
+        """``--collide``: answer the peer's first Child SA rekey by rekeying the same SA at once
+        (a simultaneous rekey, RFC 7296 §2.8.1), our request crossing theirs on the wire."""
+        if "child" in self.collided or not self.cfg.collide:
+            return
+        self.collided.add("child")
+        log.info("collide: rekeying Child SA %08x while the peer does", old.spi_in)
+        ike.rekey_child(self._rekey_request(old), lambda child, why: None)
+
+    def collide_ike(self, ike: IkeSa) -> None:
+        """``--collide``: the same for the peer's first IKE SA rekey (§2.8.2)."""
+        if "ike" in self.collided or not self.cfg.collide:
+            return
+        self.collided.add("ike")
+        log.info("collide: rekeying IKE SA %s while the peer does", ike.name)
+        ike.rekey_ike(lambda new, why: None)
+
+    def _rekey_request(self, old: ChildSa):
+        """§2.8: the same properties (suite, TS, mode) and, §3, the same resource and id."""
+        resource, rid = old.resource, old.resource_id
+        if self.cfg.fault("rekey-moves-resource") and old.resource is not None:
+            resource = (old.resource + 1) % max(2, self.cfg.resources)
+            rid = self.new_resource_id(old.ts_key, resource, reuse=True) if self.cfg.resource_info else None
+        return child_request(self, resource, rid, old.suite.dh, old,
+                             old.local_ts, old.remote_ts, transport=old.transport, suites=[old.suite])
 
     # -- workers and ESP ------------------------------------------------------------------
 
@@ -345,14 +457,14 @@ class Node:
                               replay_gap=self.cfg.fault("esp-replay-gap") and r == 0)
             parent, child_conn = self.ctx.Pipe()
             proc = self.ctx.Process(target=worker_main, name=f"multisa-esp-{r}",
-                                    args=(plan, self.sock_natt, fallback.outbound, self.fallback_seq, child_conn,
+                                    args=(plan, self.sock_natt, fallback.outbound, self.fallback_seqs, child_conn,
                                           self.counters), daemon=True)
             proc.start()
             self.workers.append(Worker(plan, proc, parent))
-        for c in ike.children.values():
+        for c in ike.live().children.values():
             if c.state == "installed" and c.resource is not None:
                 for wk in self._worker(c.resource, shared=self.cfg.fault("shared-sa")):
-                    wk.conn.send(("sa", c.outbound))
+                    _safe_send(wk.conn, ("own", c.outbound))
         log.info("%d ESP workers started (pids %s)", len(self.workers), ",".join(str(w.process.pid) for w in self.workers))
 
     def esp_received(self, data: bytes, addr) -> None:
@@ -389,8 +501,13 @@ class Node:
                 r["bytes"] += int(self.counters[i * ROW + 2])
                 r["oseq"] = max(r["oseq"], int(self.counters[i * ROW + 3]))
                 r["cpus"].add(int(self.counters[i * ROW + 4]))
-        for ike in list(self.ike_sas.values()) + ([self.established] if self.established and self.established.spis not in self.ike_sas else []):
-            for c in ike.children.values():
+        seen: set[int] = set()
+        ikes = list(dict.fromkeys([*self.history, *self.ike_sas.values()]))
+        for ike in ikes:
+            for c in list(ike.children.values()):
+                if c.spi_in in seen:
+                    continue
+                seen.add(c.spi_in)
                 common = {"ike_spis": f"{ike.spi_i.hex()}/{ike.spi_r.hex()}", "state": c.state,
                           "resource": c.resource, "resource_id": c.resource_id.hex() if c.resource_id else None,
                           "peer_resource_id": c.peer_resource_id.hex() if c.peer_resource_id is not None else None,
@@ -413,7 +530,11 @@ class Node:
                     row = cpus.setdefault(cpu, {"cpu": cpu, "packets_out": 0, "bytes_out": 0})
                     row["packets_out"] += s["curlft"]["packets"]
                     row["bytes_out"] += s["curlft"]["bytes"]
+        ike_rows = [{"spis": ike.name, "state": ike.state, "proposal": str(ike.suite) if ike.suite else None,
+                     "successor": ike.successor.name if ike.successor else None, "redundant": ike.redundant}
+                    for ike in ikes if ike.km is not None]
         return {"pid": os.getpid(), "role": self.cfg.role, "time": time.time(), "refusals_sent": self.refusals,
+                "ike_sas": ike_rows, "events": list(self.events),
                 "workers": [{"index": w.plan.index, "cpu": w.plan.cpu, "pid": w.process.pid,
                              "alive": w.process.is_alive()} for w in self.workers],
                 "sas": sas, "cpus": sorted(cpus.values(), key=lambda r: r["cpu"])}
@@ -440,8 +561,9 @@ class Node:
             for r in range(total):
                 if not cfg.all_at_once and r < cfg.resources:
                     await asyncio.sleep(min(0.5, cfg.duration / (cfg.resources + 1)))
-                child, why = await self._create(ike, r, fallback)
-                if child is not None:
+                reuse = r >= cfg.resources and cfg.extra_ids == "reuse"
+                child, why = await self._create(ike, r % cfg.resources if reuse else r, fallback, reuse_id=reuse)
+                if child is not None and not reuse:
                     by_resource[r] = child
                 elif why:
                     log.info("additional Child SA for resource %d refused: %s", r, why)
@@ -453,30 +575,70 @@ class Node:
                     if child is None:
                         break
                     by_resource[0] = child
-        if cfg.rekey_child_after > 0:
-            await asyncio.sleep(max(0.0, cfg.rekey_child_after - (time.monotonic() - started)))
-            old = by_resource.get(0, fallback)
-            if old.state == "installed":
-                await self._rekey(ike, old, by_resource)
+        await self._rekeys(ike, started, lambda: by_resource.get(0, fallback), by_resource)
         remaining = cfg.duration - (time.monotonic() - started)
         await asyncio.sleep(max(0.2, remaining + 0.3))
         self._teardown(ike)
+
+    async def _rekeys(self, ike: IkeSa, started: float, pick, by_resource: dict) -> None:
+        """Child SA rekey after ``rekey_child_after`` s, IKE SA rekey after ``rekey_ike_after`` s."""
+        cfg = self.cfg
+        steps = sorted([(t, kind) for t, kind in ((cfg.rekey_child_after, "child"), (cfg.rekey_ike_after, "ike"))
+                        if t > 0])
+        for t, kind in steps:
+            await asyncio.sleep(max(0.0, t - (time.monotonic() - started)))
+            if kind == "child":
+                old = pick()
+                if old.state == "installed":
+                    await self._rekey(ike, old, by_resource)
+            else:
+                new, why = await self._fut(lambda done: ike.live().rekey_ike(done))
+                if new is None:
+                    log.warning("IKE SA rekey failed: %s", why)
+
+    async def _responder_plan(self, ike: IkeSa) -> None:
+        """The responder starts exchanges too (§1.3, §2.8): additional Child SAs, rekeys."""
+        cfg = self.cfg
+        started = time.monotonic()
+        fallback = next(iter(ike.children.values()), None)
+        if fallback is None:
+            return
+        by_resource: dict[int, ChildSa] = {}
+        await asyncio.sleep(0.2)
+        for _ in range(cfg.create_children):
+            r = self.least_loaded_resource(fallback.ts_key) if cfg.resource_info else 0
+            child, why = await self._create(ike.live(), r, fallback)
+            if child is not None and child.resource is not None:
+                by_resource[child.resource] = child
+            elif why:
+                log.info("additional Child SA refused: %s", why)
+                self.events.append(f"refused:{why}")
+        await self._rekeys(ike, started, lambda: by_resource.get(0, fallback), by_resource)
+
+    async def _fut(self, start):
+        fut = asyncio.get_running_loop().create_future()
+        start(lambda *a: fut.done() or fut.set_result(a))
+        try:
+            return await asyncio.wait_for(fut, timeout=self.cfg.retransmit_timeout * 40)
+        except TimeoutError:
+            return None, "timeout"
 
     async def _await(self, start) -> None:
         fut = asyncio.get_running_loop().create_future()
         start(lambda *a: fut.done() or fut.set_result(a))
         await asyncio.wait_for(fut, timeout=self.cfg.retransmit_timeout * 40)
 
-    async def _create(self, ike: IkeSa, r: int, fallback: ChildSa, rekey_of: ChildSa | None = None):
+    async def _create(self, ike: IkeSa, r: int, fallback: ChildSa, rekey_of: ChildSa | None = None,
+                      reuse_id: bool = False):
+        """An additional Child SA for resource ``r`` (a fresh resource id, or with ``reuse_id``
+        a second request for a resource that has one: its id again), or a rekey of ``rekey_of``."""
         cfg = self.cfg
+        if rekey_of is not None:
+            creq = self._rekey_request(rekey_of)
+            return await self._fut(lambda done: ike.live().rekey_child(creq, done))
         key = fallback.ts_key
-        resource = rekey_of.resource if rekey_of is not None else r
-        rid = None
-        if cfg.resource_info:
-            rid = rekey_of.resource_id if rekey_of is not None else self.new_resource_id(key, resource)
-        if rekey_of is not None and cfg.fault("rekey-moves-resource") and rekey_of.resource is not None:
-            resource = (rekey_of.resource + 1) % max(2, cfg.resources)
-            rid = self.new_resource_id(key, resource) if cfg.resource_info else None
+        resource = r
+        rid = self.new_resource_id(key, resource, reuse=reuse_id) if cfg.resource_info else None
         suites = None
         kex_group = 0
         offer = self.esp_offer()
@@ -491,29 +653,23 @@ class Node:
             local_ts = [_half(cfg.local_ts)]
         creq = child_request(self, resource, rid, kex_group, rekey_of, local_ts, remote_ts,
                              transport=(rekey_of is None and r == 1 and cfg.fault("other-mode")), suites=suites)
-        fut = asyncio.get_running_loop().create_future()
-        ike.create_child(creq, lambda child, why: fut.done() or fut.set_result((child, why)))
-        try:
-            child, why = await asyncio.wait_for(fut, timeout=cfg.retransmit_timeout * 40)
-        except asyncio.TimeoutError:
-            return None, "timeout"
-        if child is not None and rekey_of is None:
-            self.child_installed(ike, child)
+        child, why = await self._fut(lambda done: ike.live().create_child(creq, done))
+        if child is not None:
+            self.child_installed(ike.live(), child)
         return child, why
 
     async def _rekey(self, ike: IkeSa, old: ChildSa, by_resource: dict) -> None:
+        """``rekey_child`` switches the workers and deletes the old SA (§2.8) itself."""
         new, why = await self._create(ike, old.resource or 0, old, rekey_of=old)
         if new is None:
-            log.warning("rekey of Child SA %08x failed: %s", old.spi_in, why)
+            log.warning("rekey of Child SA %08x: %s", old.spi_in, why)
             return
-        old.state = "rekeyed"
-        self.child_rekeyed(ike, old, new)
         if old.resource is not None:
             by_resource[old.resource] = new
-        await self._await(lambda done: ike.delete_children([old], done))
 
     def _teardown(self, ike: IkeSa) -> None:
         self.stop_workers()  # every packet is out before the SAs go
+        ike = ike.live()
         if ike.state != "established" or not self.cfg.delete_after:
             self._finish()
             return
@@ -544,7 +700,7 @@ class Node:
             while not self.done.is_set():
                 try:
                     await asyncio.wait_for(self.done.wait(), timeout=0.1)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 now = time.monotonic()
                 for ike in list(self.ike_sas.values()) + list(self.half_open.values()):
@@ -570,11 +726,15 @@ class Node:
             loop.remove_reader(self.sock_natt.fileno())
             self.stop_workers()
             self.write_status()
+            if self.dataplane is not None:
+                self.dataplane.close()
             self.sock_ike.close()
             self.sock_natt.close()
         return self.exit_code
 
     def stop_workers(self) -> None:
+        if self.dataplane is not None:
+            self.dataplane.stop_traffic()
         for w in self.workers:
             _safe_send(w.conn, ("stop",))
         for w in self.workers:

@@ -3,8 +3,14 @@
 A worker owns the outbound half of its per-resource Child SA: the keys and the sequence
 counter live in its own process, so sending needs no lock. Until its own SA is up it sends on
 the initial (fallback) SA, whose counter is the one shared, locked value (§4: "one Child SA
-can be used by all CPUs"). The node tells it about new SAs (creation, rekey, delete) through a
-pipe. Counters go to a lock-free shared array the node reads: one writer per row.
+can be used by all CPUs"). The node tells it about new SAs through a pipe:
+
+    ("own", EspSa | None)            its per-resource SA (created or rekeyed; None: gone)
+    ("fallback", EspSa | None, idx)  the fallback SA (rekeyed: new counter slot idx; None: gone)
+    ("stop",)
+
+Being told again about the SA it already sends on changes nothing (the counter goes on).
+Counters go to a lock-free shared array the node reads: one writer per row.
 
 Rows of ``counters`` (``ROW`` doubles each, ``SLOTS`` rows per worker): SPI, packets, bytes,
 highest sequence number sent, CPU. A worker takes a new row for each SA it sends on.
@@ -17,10 +23,11 @@ import signal
 import time
 from dataclasses import dataclass
 
-from .esp import EspSa, ipv4_udp
+from dissectors.esp import EspSa, ipv4_udp
 
 ROW = 5
 SLOTS = 16
+FALLBACK_SLOTS = 16  # sequence counters for successive fallback SAs (one per rekey, reused round-robin)
 
 
 @dataclass
@@ -36,8 +43,12 @@ class WorkerPlan:
     replay_gap: bool = False  # fault esp-replay-gap
 
 
-def worker_main(plan: WorkerPlan, sock, fallback: EspSa | None, fallback_seq, conn, counters) -> None:
-    """Process body. Ends after ``plan.duration`` or on ("stop",); never raises."""
+def worker_main(plan: WorkerPlan, sock, fallback: EspSa | None, fallback_seqs, conn, counters) -> None:
+    """Process body. Ends after ``plan.duration`` or on ("stop",); never raises.
+
+    ``fallback_seqs`` is a locked shared array: slot ``idx`` is the sequence counter of the
+    fallback SA announced with that index (slot 0: the initial one).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         os.sched_setaffinity(0, {plan.cpu})
@@ -47,11 +58,16 @@ def worker_main(plan: WorkerPlan, sock, fallback: EspSa | None, fallback_seq, co
     slot = -1
     sa: EspSa | None = None
     seq = 0
+    own_sa: EspSa | None = None
+    fb_idx = 0
+
     own = False
 
     def use(new: EspSa | None, is_own: bool) -> None:
-        nonlocal sa, seq, own, slot
-        sa, own, seq = new, is_own, 0
+        nonlocal sa, seq, slot, own
+        if new is not None and sa is not None and new.spi == sa.spi and is_own == own:
+            return  # already sending on it: keep the counter going
+        sa, seq, own = new, 0, is_own
         if new is not None and slot + 1 < SLOTS:
             slot += 1
             counters[base + slot * ROW] = new.spi
@@ -69,21 +85,21 @@ def worker_main(plan: WorkerPlan, sock, fallback: EspSa | None, fallback_seq, co
                 cmd = conn.recv()
                 if cmd[0] == "stop":
                     return
-                if cmd[0] == "sa":
-                    use(cmd[1], True)
+                if cmd[0] in ("own", "sa"):
+                    own_sa = cmd[1]
                 elif cmd[0] == "fallback":
-                    use(fallback if cmd[1] else None, False)
-                    if not cmd[1]:
-                        fallback = None
+                    fallback, fb_idx = cmd[1], cmd[2]
+                use(own_sa if own_sa is not None else fallback, own_sa is not None)
             if sa is None:
                 time.sleep(0.01)
                 continue
             if own:
                 seq += 1
             else:
-                with fallback_seq.get_lock():
-                    fallback_seq.value += 1
-                    seq = fallback_seq.value
+                lock = fallback_seqs.get_lock()
+                with lock:
+                    fallback_seqs[fb_idx] += 1
+                    seq = fallback_seqs[fb_idx]
             wire = seq
             if plan.replay_gap and own and seq > 5:
                 wire = seq - 1  # replay: 5 goes out twice

@@ -10,6 +10,7 @@ in fragment order and parsed with fragment 1's Next Payload.
 
 from __future__ import annotations
 
+import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -117,3 +118,32 @@ def seal(msg: IkeMessage, inner: list[Payload], encr, integ, sk_e: bytes, sk_a: 
     msg.length = IKE_HEADER_LEN + len(clear_bytes) + len(sk_header) + enc_len
     aad = msg.header_bytes() + clear_bytes + sk_header
     return aad + crypto.sk_encrypt(encr, integ, sk_e, sk_a, aad, plaintext, iv)
+
+
+def seal_fragments(msg: IkeMessage, inner: list[Payload], encr, integ, sk_e: bytes, sk_a: bytes,
+                   max_len: int) -> list[bytes]:
+    """RFC 7383 §2.5: ``inner`` encrypted in SKF fragments, each message at most ``max_len`` octets.
+
+    The plaintext chain is cut into equal pieces; every fragment carries the same IKE header
+    (Next Payload SKF, its own Length), Fragment Number n of Total Fragments, and is encrypted
+    and authenticated on its own (AAD: IKE header | SKF header, as for SK). Only fragment 1
+    names the first inner payload (§2.5). The reverse is ``IkeDecryptor``.
+    """
+    plaintext = build_chain(inner)
+    room = max_len - IKE_HEADER_LEN - SkfPayload.HEADER_LEN
+    chunk = room - crypto.sk_encrypted_len(encr, integ, 0)
+    while chunk > 0 and crypto.sk_encrypted_len(encr, integ, chunk) > room:
+        chunk -= 1
+    if chunk <= 0:
+        raise ValueError(f"fragment size {max_len} leaves no room for data")
+    parts = [plaintext[i:i + chunk] for i in range(0, len(plaintext), chunk)] or [b""]
+    msg.next_payload = PayloadType.SKF
+    out = []
+    for number, part in enumerate(parts, 1):
+        skf = SkfPayload(next_payload=first_type(inner) if number == 1 else PayloadType.NONE,
+                         fragment_number=number, total_fragments=len(parts))
+        enc_len = crypto.sk_encrypted_len(encr, integ, len(part))
+        skf_header = skf.header(4 + enc_len) + struct.pack(">HH", number, len(parts))
+        aad = msg.header_bytes(IKE_HEADER_LEN + len(skf_header) + enc_len) + skf_header
+        out.append(aad + crypto.sk_encrypt(encr, integ, sk_e, sk_a, aad, part))
+    return out
