@@ -46,8 +46,8 @@ def _keys(paths: list[str] | None):
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    """The configuration file's settings (``--config``, else the nearest one) with the
-    command line's options on top."""
+    """The configuration file's settings (``--config``, else the nearest one from the current
+    directory up) with the command line's options on top."""
     from . import rules
 
     try:
@@ -82,9 +82,40 @@ def render(report, fmt: str) -> str:
     return {"text": text, "sarif": sarif, "junit": junit, "github": github}[fmt].render(report)
 
 
+#: What a configuration file beside a capture may set for it: how the rules judge (thresholds,
+#: per-rule severities). Which rules run, the output and the exit status are the run's.
+CAPTURE_KEYS = ("rule_severity", "max_group_size", "recreate_window", "recreate_count",
+                "initial_only_packets", "hardware_id_max", "history")
+
+
+def capture_settings(args: argparse.Namespace, capture: str, run: Settings) -> Settings:
+    """As ruff finds the configuration nearest to each file: without ``--config`` or
+    ``--isolated``, a multisa.toml (or pyproject.toml with ``[tool.multisa]``) found from the
+    capture's folder up, other than the run's, sets the rule thresholds for that capture."""
+    if getattr(args, "isolated", False) or getattr(args, "config", None):
+        return run
+    from .config import find_config
+
+    folder = Path(capture).parent
+    if not folder.is_dir():
+        return run
+    found = find_config(folder)
+    if found is None or (run.config_file and found.resolve() == Path(run.config_file).resolve()):
+        return run
+    try:
+        own = load_settings(found)
+    except ConfigError as err:
+        raise _usage_error(str(err)) from None
+    merged = Settings(**{k: getattr(run, k) for k in Settings.__dataclass_fields__})
+    for key in CAPTURE_KEYS:
+        setattr(merged, key, getattr(own, key))
+    merged.config_file = own.config_file
+    return merged
+
+
 def cmd_lint(args: argparse.Namespace) -> int:
     from . import rules
-    from .pipeline import LintReport, analyze_capture, evaluated
+    from .pipeline import LintReport, analyze_captures, evaluated
 
     settings = settings_from_args(args)
     try:
@@ -92,7 +123,18 @@ def cmd_lint(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise _usage_error(str(err)) from None
     keys = _keys(args.keys)
-    results = [analyze_capture(path, keys, settings, selected) for path in args.captures]
+    results = analyze_captures([(path, keys, capture_settings(args, path, settings), selected)
+                                for path in args.captures], jobs=getattr(args, "jobs", 1) or 1)
+    if getattr(args, "xfrm", None):  # MS5xx: kernel XFRM snapshots (analyzer.xfrm_correlate)
+        from .xfrm_correlate import lint_with_xfrm
+
+        try:
+            xfrm_rules, notes = lint_with_xfrm(results, args.xfrm, settings)
+        except ValueError as err:
+            raise _usage_error(str(err)) from None
+        selected = selected + xfrm_rules
+        for note in notes:
+            print(f"multisa: note: {note}", file=sys.stderr)
     report = LintReport(results, selected, settings.severity)
     output = render(report, settings.format)
     if args.output_file:
@@ -103,6 +145,9 @@ def cmd_lint(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(output)
         sys.stdout.flush()
+    for result in results:  # damaged input the pass counted and skipped
+        for note in result.notes:
+            print(f"multisa: note: {note}", file=sys.stderr)
     for error in report.errors:
         print(f"multisa: error: {error}", file=sys.stderr)
     if report.errors:
@@ -185,10 +230,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     lint.add_argument("--severity", choices=[s.label for s in Severity],
                       help="report (and fail on) findings at or above this severity (default info)")
     lint.add_argument("--exit-zero", action="store_true", help="exit 0 even when there are findings")
+    lint.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
+                      help="analyze N captures at a time in worker processes (default 1)")
     lint.add_argument("--config", metavar="FILE",
-                      help="settings file (multisa.toml or pyproject.toml); default: the nearest one")
+                      help="settings file (multisa.toml or pyproject.toml); default: the nearest one "
+                      "(and, for rule thresholds, the one nearest to each capture)")
     lint.add_argument("--isolated", action="store_true", help="ignore configuration files")
     lint.add_argument("--output-file", "-o", metavar="FILE", help="write the report here instead of stdout")
+    lint.add_argument("--xfrm", action="append", metavar="SNAPSHOT",
+                      help="one host's kernel XFRM state to hold against the capture (MS5xx): a "
+                           "`multisa xfrm snapshot` file, a *.xfrm-sa.json dump, `ip -s xfrm "
+                           "state` text, or live[:NETNS] (repeatable)")
     lint.set_defaults(func=cmd_lint)
 
     rules = sub.add_parser("rules", help="list the lint rules, or print one rule's documentation")

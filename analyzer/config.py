@@ -3,6 +3,10 @@
 As ruff does, the nearest configuration file wins, searched from the current directory up:
 ``multisa.toml`` (keys at top level) before ``pyproject.toml`` (keys under ``[tool.multisa]``;
 a pyproject.toml without that table is skipped). Command-line options override the file.
+Without ``--config``/``--isolated``, ``multisa lint`` also looks for the configuration nearest
+to each capture (from the capture's folder up); one other than the run's sets the rule
+thresholds and ``rule_severity`` for that capture (``analyzer.commands.CAPTURE_KEYS``), so a
+sample folder can carry the ``multisa.toml`` its small capture needs.
 Keys are lowercase with ``_`` (Wireshark README.dissector §2.6)::
 
     [tool.multisa]

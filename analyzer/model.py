@@ -321,6 +321,7 @@ class IkeLineage:
     resource_info_unechoed: dict[Side, int] = field(default_factory=dict)
     per_resource_accepted: int = 0  # Child SAs with SA_RESOURCE_INFO both ways
     unknown_exchanges: int = 0  # exchanges whose content could not be read
+    pruned_ike_sas: int = 0  # rekeyed IKE SAs dropped from ``ike_sas`` (bounded history)
 
     @property
     def first(self) -> IkeSa:
@@ -336,7 +337,10 @@ class IkeLineage:
 
     @property
     def label(self) -> str:
-        return " -> ".join(s.spis for s in self.ike_sas)
+        spis = [s.spis for s in self.ike_sas]
+        if self.pruned_ike_sas:
+            spis[1:1] = [f"({self.pruned_ike_sas} more)"]
+        return " -> ".join(spis)
 
 
 # --- Child SAs and groups ----------------------------------------------------------------
@@ -509,3 +513,11 @@ class ChildSaGroup:
     def resource_ids_sent(self, side: Side) -> set[bytes]:
         """Distinct non-empty resource ids ``side`` sent for this group's SAs."""
         return {rid for c in self.children if (rid := c.resource_id(side))}
+
+    def resources_requested(self, side: Side) -> set[bytes]:
+        """Distinct non-empty resource ids ``side`` sent in its own requests for new Child SAs
+        of this group that were accepted (not rekeys, not its responses to the other peer's
+        requests): one per resource it asked an SA for, as an RFC 9611 peer asks one per CPU."""
+        return {rid for c in self.children
+                if c.created_by is side and c.rekey_of is None and c.rekey_of_spi is None
+                and (rid := c.resource_id(side))}

@@ -367,6 +367,20 @@ class Analyzer:
             for child in group.children:
                 if child.ike_spis == ike.key and child.deleted is None:
                     child.ike_spis = new.key
+        self._prune_ike_sas(lineage)
+
+    def _prune_ike_sas(self, lineage: IkeLineage) -> None:
+        """A lineage rekeyed again and again keeps its first IKE SA (where the capture found
+        it) and the latest ``settings.history``; the rekeyed ones between are dropped and
+        counted, so memory does not grow with the number of IKE SA rekeys."""
+        while len(lineage.ike_sas) > self.settings.history + 1 and lineage.ike_sas[1].rekeyed_into:
+            old = lineage.ike_sas.pop(1)
+            lineage.pruned_ike_sas += 1
+            if self.ike_sas.get(old.key) is old:
+                del self.ike_sas[old.key]
+            for key in [k for k in self._pending if k[0] is old]:
+                del self._pending[key]
+            self._auth_request.pop(old, None)
 
     def _deletes(self, ike: IkeSa, side: Side, msg: IkeMessage, frame: FrameRef) -> None:
         """RFC 7296 §3.11: a Delete lists the SPIs its sender receives on; protocol IKE, none."""

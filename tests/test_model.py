@@ -339,3 +339,64 @@ def test_history_is_bounded():
         for r in conv.records:
             a.feed(r)
     assert len(a.lineages) == 1 and a.pruned_lineages == 2 and len(a.ike_sas) == 1
+
+
+def test_ike_sa_rekeys_are_bounded():
+    """A lineage rekeyed many times keeps its first IKE SA and the latest ``history`` ones;
+    the Child SAs follow the live IKE SA and a new one still lands in the same lineage."""
+    from analyzer.config import Settings
+
+    c = Conversation()
+    c.established()
+    child = c.create_child("I", rid(1), rid(2)).child
+    seen = [c.spis]
+    for n in range(6):
+        old = c.spis
+        c.rekey_ike("I" if n % 2 else "R")
+        c.delete_ike("I", old)
+        seen.append(c.spis)
+    c.create_child("R", rid(3), rid(4))
+    a = Analyzer(Settings(history=2), source="x")
+    feed_all(a, c.records)
+    lineage, g = only_group(a)
+    assert [s.key for s in lineage.ike_sas] == [seen[0], seen[-2], seen[-1]]
+    assert lineage.pruned_ike_sas == 4 and set(a.ike_sas) == {seen[0], seen[-2], seen[-1]}
+    assert "(4 more)" in lineage.label and len(a.lineages) == 1
+    assert [ch.ike_spis for ch in g.children] == [seen[-1]] * 3 and all(ch.active for ch in g.children)
+    from analyzer.pipeline import CaptureResult
+    from analyzer.report import groups
+
+    text = groups.render_text(CaptureResult("x", a)).splitlines()
+    assert text[3] == "  (4 older rekeyed IKE SAs not kept)" and text[2].startswith(f"  IKE SA {seen[0][0].hex()}")
+    del child
+
+
+def _real_captures():
+    from tests.conftest import all_captures, capture_id
+
+    return [pytest.param(item, id=capture_id(item)) for item in all_captures()]
+
+
+@pytest.mark.parametrize("item", _real_captures())
+def test_real_captures_cut_anywhere_do_not_crash(item):
+    """Partial captures: each real capture, started at every IKE message in turn (mid-life),
+    runs through every rule and renders its groups; nothing raises."""
+    import json
+
+    from analyzer import rules
+    from analyzer.pipeline import CaptureResult
+    from analyzer.report import groups
+    from dissectors.capture import iter_datagrams
+    from dissectors.ikev2 import ike_messages
+
+    pcap, key_paths = item
+    keys = _keys(key_paths)
+    msgs = list(ike_messages(iter_datagrams(str(pcap)), keys))
+    assert msgs
+    for start in range(len(msgs)):
+        a = Analyzer(source=str(pcap), rules=rules.all_rules())
+        for m in msgs[start:]:
+            a.feed(m)
+        a.finish()
+        result = CaptureResult(str(pcap), a)
+        assert groups.render_text(result) and json.loads(groups.render_json(result))

@@ -84,7 +84,7 @@ def group_dict(g: ChildSaGroup) -> dict:
 def lineage_dict(lin: IkeLineage) -> dict:
     return {"index": lin.index, "peers": {k.value: v for k, v in sorted(lin.addrs.items(), key=lambda kv: kv[0].value)},
             "partial": lin.partial, "remote_access_frame": _frame(lin.remote_access),
-            "unknown_exchanges": lin.unknown_exchanges,
+            "unknown_exchanges": lin.unknown_exchanges, "pruned_ike_sas": lin.pruned_ike_sas,
             "ike_sas": [ike_sa_dict(s) for s in lin.ike_sas],
             "groups": [group_dict(g) for g in lin.groups.values()]}
 
@@ -153,7 +153,9 @@ def render_text(result: CaptureResult) -> str:
         extra = f", remote access (CP frame {lin.remote_access.index})" if lin.remote_access else ""
         unknown = f", {lin.unknown_exchanges} exchanges unreadable" if lin.unknown_exchanges else ""
         out.append(f"lineage {lin.index} ({peers}){extra}{unknown}")
-        for s in lin.ike_sas:
+        for n, s in enumerate(lin.ike_sas):
+            if n == 1 and lin.pruned_ike_sas:
+                out.append(f"  ({lin.pruned_ike_sas} older rekeyed IKE SAs not kept)")
             out.append(f"  {_ike_line(s)}")
         for g in lin.groups.values():
             n_fb, n_members = len(g.fallbacks), len(g.members)

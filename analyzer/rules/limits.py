@@ -63,33 +63,35 @@ def refusal_uses_no_additional_sas(e: ChildSaRefused) -> Iterator[Hit]:
       rfc="RFC 9611 §6", level=Level.RECOMMENDED, group=ExpertGroup.RESPONSE_CODE)
 def ts_max_queue_below_double_resources(e: ChildSaRefused) -> Iterator[Hit]:
     """## What it does
-    When a responder returns TS_MAX_QUEUE, counts the group's installed Child SAs and the
-    distinct resource identifiers the requesting peer has shown for the group (including the
-    refused request's). Flags the refusal when the group holds fewer than twice that many.
-    Nothing is reported when the requester never sent a non-empty identifier.
+    When a responder returns TS_MAX_QUEUE, counts the group's installed Child SAs (the
+    initial SA included) and the resources the requesting peer has shown: the distinct
+    non-empty resource identifiers it sent in its own accepted requests for new Child SAs of
+    the group (an RFC 9611 peer asks one SA per CPU; rekeys, its answers to the other peer's
+    requests and the refused request itself are not counted). Flags the refusal when the
+    group holds fewer SAs than twice that many. Nothing is reported when the requester never
+    sent a non-empty identifier.
 
     ## Why is this bad?
     RFC 9611 §6: "Peers SHOULD be flexible with the maximum number of Child SAs ... allowing
     at the very least double the number of available CPUs is RECOMMENDED", to absorb rekey
-    overlap and simultaneous on-demand requests. A tight limit makes CPUs fall back to the
-    shared SA.
+    overlap and simultaneous on-demand requests from both peers. A tight limit makes CPUs
+    fall back to the shared SA.
 
     ## Example
-    Bad: the peer has shown resource ids 0-3; the group holds 5 SAs and the 6th request gets
-    `N(TS_MAX_QUEUE)`.
-    Good: TS_MAX_QUEUE only once the group holds 8 or more SAs.
+    Bad: the peer has asked for SAs for resource ids a, b, c and d; the group holds 5 SAs
+    (the initial one and those 4) and the next request gets `N(TS_MAX_QUEUE)`.
+    Good: TS_MAX_QUEUE only once the group holds 8 or more SAs, e.g. after the other peer
+    started 3 per-resource SAs of its own for the same selectors.
     """
     r = e.refusal
     if r.notify_type != NotifyType.TS_MAX_QUEUE:
         return
-    shown = e.group.resource_ids_sent(r.requested_by)
-    if r.resource_id:
-        shown.add(r.resource_id)
+    shown = e.group.resources_requested(r.requested_by)
     installed = len(e.group.installed)
     if shown and installed < 2 * len(shown):
         yield Hit(f"TS_MAX_QUEUE for group {e.group.label} with {installed} Child SAs installed; "
-                  f"the requester has shown {len(shown)} resources, so at least {2 * len(shown)} "
-                  "are recommended")
+                  f"the requester has asked for SAs for {len(shown)} resources, so at least "
+                  f"{2 * len(shown)} are recommended")
 
 
 @rule(code="MS303", name="delete-recreate-loop",
