@@ -76,12 +76,11 @@ def render_text(snap: XfrmSnapshot, out: TextIO) -> None:
     out.write(f"SAD: {len(snap.sas)} SA(s)\n")
     out.write(f"  {'dir':4} {'spi':8}  {'src -> dst':33} {'proto':5} {'mode':9} {'reqid':>5} "
               f"{'pcpu':>4} {'bytes':>10} {'packets':>8} {'oseq':>8} {'seq':>8}\n")
-    for sa in snap.sas:
-        out.write(f"  {SA_DIR_NAME.get(sa.dir, _opt(sa.dir)):4} {sa.spi_hex:8}  "
+    out.writelines(f"  {SA_DIR_NAME.get(sa.dir, _opt(sa.dir)):4} {sa.spi_hex:8}  "
                   f"{sa.src + ' -> ' + sa.dst:33} {PROTO_NAME.get(sa.proto, str(sa.proto)):5} "
                   f"{MODE_NAME.get(sa.mode, str(sa.mode)):9} {sa.reqid:>5} {_opt(sa.pcpu):>4} "
                   f"{sa.curlft.bytes:>10} {sa.curlft.packets:>8} {sa.replay.oseq:>8} "
-                  f"{sa.replay.seq:>8}{'  larval' if sa.larval and snap.source == 'netlink' else ''}\n")
+                  f"{sa.replay.seq:>8}{'  larval' if sa.larval and snap.source == 'netlink' else ''}\n" for sa in snap.sas)
     out.write(f"SPD: {len(snap.policies)} polic{'y' if len(snap.policies) == 1 else 'ies'}\n")
     for p in snap.policies:
         sel = p.selector
@@ -272,7 +271,39 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     imp.add_argument("--json", action="store_true", help="print the snapshot JSON")
     imp.add_argument("-o", "--output", metavar="OUT", help="write the JSON to OUT")
     imp.set_defaults(func=cmd_import)
+    register_export(sub)
     return xfrm
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from analyzer.exporter import cmd_export
+
+    return cmd_export(args)
+
+
+def register_export(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``export`` (``analyzer.exporter``, imported when it runs)."""
+    from analyzer.commands import KEYS_HELP
+
+    p = sub.add_parser("export", help="serve kernel XFRM counters, group sizes and finding counts "
+                                      "to Prometheus")
+    p.add_argument("--listen", required=True, metavar="ADDR:PORT",
+                   help="address and port of /metrics, e.g. 127.0.0.1:9964 (:9964: all addresses)")
+    p.add_argument("--netns", metavar="NS", help="network namespace name or path; default: the current one")
+    p.add_argument("--capture", action="append", metavar="FILE",
+                   help="capture whose IKE groups and findings to export and hold against the live "
+                        "SAD (MS5xx); repeatable")
+    p.add_argument("--keys", "-k", action="append", metavar="PATH", help=KEYS_HELP)
+    p.add_argument("--select", action="append", metavar="CODES", help="only these rule codes or prefixes")
+    p.add_argument("--ignore", action="append", metavar="CODES", help="skip these rule codes or prefixes")
+    p.add_argument("--config", metavar="FILE", help="settings file (multisa.toml or pyproject.toml)")
+    p.add_argument("--isolated", action="store_true", help="ignore configuration files")
+    p.add_argument("--no-per-sa", action="store_true",
+                   help="leave out the per-SA series (very large SADs); per-CPU and per-reqid stay")
+    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: run "
+                                                              "until interrupted)")
+    p.set_defaults(func=_cmd_export)
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
