@@ -101,6 +101,6 @@ def test_ip_text_agrees_on_moving_counters(esp_pair):
     ping(1)
     live = snapshot_from_kernel("sun")
     text = parse_ip_xfrm(sh("ip", "-n", "sun", "-s", "xfrm", "state"), "sun")
-    key = lambda s: (s.spi, s.curlft.bytes, s.curlft.packets, s.replay.oseq, s.replay.seq)  # noqa: E731
+    key = lambda s: (s.spi, s.curlft.bytes, s.curlft.packets, s.replay.oseq, s.replay.seq)
     assert sorted(map(key, text.sas)) == sorted(map(key, live.sas))
     assert all(s.curlft.packets > 0 for s in live.sas)
