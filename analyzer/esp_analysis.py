@@ -151,35 +151,45 @@ def analyze_esp(path: str | os.PathLike[str], keys: KeyStore | None = None, sett
     if progress is not None:
         progress(scan.size, scan.size)
 
-    views = _views(scan, decryptor, path)
+    sas, groups, esp_findings = judge_esp(analyzer, scan, esp_settings, deriver, decryptor)
+    findings += esp_findings
+    findings += analyzer.finish()
+    return EspResult(path, analyzer, sas, groups, scan.esp, scan.engine, findings, error, scan.stats.frames,
+                     scan.stats)
+
+
+def judge_esp(analyzer: Analyzer, scan: EspScan, esp_settings: EspSettings,
+              deriver: ChildKeyDeriver | None = None, decryptor: _Decryptor | None = None,
+              counted: bool = False) -> tuple[list[EspSaView], list[ChildSaGroup], list[Finding]]:
+    """After a pass: the ESP SAs held against the groups, and the MS4xx findings (per SA, then
+    per group). ``counted``: the analyzer already counted ESP per Child SA (``feed_esp``, as
+    the TUI does while loading), so the trackers' packets are not added again."""
+    views = _views(scan, decryptor, scan.path)
     groups = list(analyzer.groups())
     sas = _attach(analyzer, views, groups, deriver)
-    # the group rules of issue 4 (MS304) read the Child SAs' ESP counters
-    for v in sas:
-        c = v.child
-        if c is None:
-            continue
-        if v.direction == "R->I":
-            c.esp_in += v.tracker.packets
-        else:
-            c.esp_out += v.tracker.packets
-        c.esp_last = max(c.esp_last or 0.0, v.tracker.last_ts)
-    analyzer.esp_packets += sum(v.tracker.packets for v in sas)
+    if not counted:  # the group rules of issue 4 (MS304) read the Child SAs' ESP counters
+        for v in sas:
+            c = v.child
+            if c is None:
+                continue
+            if v.direction == "R->I":
+                c.esp_in += v.tracker.packets
+            else:
+                c.esp_out += v.tracker.packets
+            c.esp_last = max(c.esp_last or 0.0, v.tracker.last_ts)
+        analyzer.esp_packets += sum(v.tracker.packets for v in sas)
     # MS410 can only judge SPIs when every IKE exchange of the capture was readable
     any_ike = bool(analyzer.lineages) and not any(
         ike.undecrypted or ike.integrity_failures for ike in analyzer.ike_sas.values()) and not any(
         lin.unknown_exchanges or lin.partial for lin in analyzer.lineages)
+    findings: list[Finding] = []
     for v in sas:
-        ike = None
-        if v.group is not None:
-            ike = v.group.lineage.current
+        ike = v.group.lineage.current if v.group is not None else None
         findings += analyzer._emit(EspSaSeen(v, ike, v.group, esp_settings, any_ike))
     for g in groups:
         members = tuple(v for v in sas if v.group is g)
         findings += analyzer._emit(EspGroupSeen(g, g.lineage.current, members, esp_settings))
-    findings += analyzer.finish()
-    return EspResult(path, analyzer, sas, groups, scan.esp, scan.engine, findings, error, scan.stats.frames,
-                     scan.stats)
+    return sas, groups, findings
 
 
 def _views(scan: EspScan, decryptor: _Decryptor | None, path: str) -> list[EspSaView]:
@@ -194,7 +204,7 @@ def _views(scan: EspScan, decryptor: _Decryptor | None, path: str) -> list[EspSa
 
 
 def _attach(analyzer: Analyzer, views: list[EspSaView], groups: list[ChildSaGroup],
-            deriver: ChildKeyDeriver) -> list[EspSaView]:
+            deriver: ChildKeyDeriver | None) -> list[EspSaView]:
     """Child SA, group and direction of each ESP SA; ordered group by group."""
     by_child: dict[int, list[EspSaView]] = {}
     for v in views:
@@ -204,7 +214,7 @@ def _attach(analyzer: Analyzer, views: list[EspSaView], groups: list[ChildSaGrou
             spi = v.spi.to_bytes(4, "big")
             v.direction = "R->I" if spi == child.spi_in else "I->R"
             by_child.setdefault(id(child), []).append(v)
-        if v.key_source is None:
+        if v.key_source is None and deriver is not None:
             v.key_note = deriver.note(v.spi)
     ordered: list[EspSaView] = []
     for gid, g in enumerate(groups, 1):

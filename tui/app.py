@@ -29,7 +29,7 @@ from textual.worker import get_current_worker
 from analyzer import rules as registry
 from analyzer.config import ConfigError, Settings, load_settings
 from analyzer.model import Finding
-from dissectors.capture import CaptureError, CaptureStats, iter_datagrams
+from dissectors.capture import CaptureError, CaptureStats
 from dissectors.iana import NotifyType
 from dissectors.ikev2 import IkeMessage
 
@@ -155,11 +155,12 @@ class MultisaApp(App):
         session = self._session(path, live=False)
         self._load_side_files(session)
         progress = Progress(os.path.basename(path))
-        stats = CaptureStats()
+        scan = session.esp_scan(path)  # ESP packets go to session.feed from inside the scan
+        stats = scan.stats
         last = time.monotonic()
         error = None
         try:
-            for d in iter_datagrams(path, stats):
+            for d in scan.datagrams():
                 if worker.is_cancelled:
                     return
                 session.feed(d)
@@ -172,7 +173,7 @@ class MultisaApp(App):
             error = str(err)
         except OSError as err:
             error = f"{path}: {err.strerror or err}"
-        session.finish()
+        session.finish(scan)
         progress.done, progress.error = True, error
         self._progress(progress, session, stats, 1.0)
         self.post_message(AnalysisPublished(session.publish(progress)))

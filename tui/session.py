@@ -19,7 +19,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from analyzer.config import Settings
+from analyzer.esp_analysis import judge_esp
+from analyzer.esp_scan import EspScan
 from analyzer.model import Finding
+from analyzer.pipeline import esp_settings
 from analyzer.state import Analyzer
 from dissectors.capture import Datagram
 from dissectors.iana import IPPROTO_ESP, IPPROTO_UDP
@@ -113,7 +116,16 @@ class AnalysisSession:
         self._found(self.analyzer.feed(msg))
         self._new_messages.append(msg)
 
-    def finish(self) -> None:
+    def esp_scan(self, path: str) -> EspScan:
+        """File mode: a pass over ``path`` whose ESP packets reach ``feed`` (counters) and the
+        per-SA sequence trackers, so ``finish(scan)`` can judge the ESP rules (MS4xx) as lint does."""
+        scan = EspScan(path, esp_settings(self.analyzer.settings).window, engine="python")
+        scan.on_esp = lambda d, payload, spi, tracker: self.feed(d)
+        return scan
+
+    def finish(self, scan: EspScan | None = None) -> None:
+        if scan is not None:
+            self._found(judge_esp(self.analyzer, scan, esp_settings(self.analyzer.settings), counted=True)[2])
         self._found(self.analyzer.finish())
         if not self.live and self._sample_second is not None:
             self.counters.sample_model(self.analyzer, float(self._sample_second + 1))

@@ -19,13 +19,7 @@ pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is no
 
 
 def _command() -> list[str]:
-    """``multisa tui`` through the CLI when the lead has wired it, else through tui.commands."""
-    from analyzer.cli import build_parser
-
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command")
-    module = "analyzer.cli" if "tui" in sub.choices else "tui.commands"
-    return [sys.executable, "-m", module, "tui", str(FAULT / "capture.pcapng"), "--keys", str(FAULT)]
+    return [sys.executable, "-m", "analyzer.cli", "tui", str(FAULT / "capture.pcapng"), "--keys", str(FAULT)]
 
 
 class Tmux:
