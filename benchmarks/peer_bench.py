@@ -42,9 +42,11 @@ def run(workers: int, shared: bool, seconds: float, size: int) -> float:
     cpus = sorted(os.sched_getaffinity(0))
     shared_sa = _sa(0x1000)
     procs = []
+    pipes = []
     for w in range(workers):
         plan = WorkerPlan(w, cpus[w % len(cpus)], sink.getsockname(), 0, size, seconds, "198.51.100.1", "203.0.113.1")
         parent, child = ctx.Pipe()
+        pipes.append(parent)  # kept open: a worker ends when its control pipe is closed
         if not shared:
             parent.send(("own", _sa(0x2000 + w)))
         senders.append(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))  # one socket per worker: no kernel lock
@@ -57,7 +59,7 @@ def run(workers: int, shared: bool, seconds: float, size: int) -> float:
         p.join()
     elapsed = time.monotonic() - start
     sink.close()
-    for s in senders:
+    for s in senders + pipes:
         s.close()
     sent = sum(counters[i * ROW + 1] for i in range(len(counters) // ROW))
     return sent / elapsed
