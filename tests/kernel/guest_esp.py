@@ -16,6 +16,8 @@ import pytest
 from analyzer.xfrm_state import counter_delta, parse_ip_xfrm, snapshot_from_kernel
 from dissectors.xfrm import XfrmSocket
 
+from .guestnet import sh, veth_pair
+
 pytestmark = pytest.mark.skipif(os.environ.get("MULTISA_IN_GUEST") != "1",
                                 reason="runs only inside the UML guest (tests/kernel/uml-run.sh)")
 
@@ -25,32 +27,20 @@ ENC = "0x" + "11" * 16
 AUTH = "0x" + "22" * 32
 
 
-def sh(*args: str) -> str:
-    return subprocess.run(args, check=True, capture_output=True, text=True).stdout
-
-
 @pytest.fixture(scope="module")
 def esp_pair():
-    sh("ip", "netns", "add", "moon")
-    sh("ip", "netns", "add", "sun")
-    sh("ip", "-n", "moon", "link", "add", "v0", "type", "veth", "peer", "name", "v0", "netns", "sun")
-    for ns, addr in (("moon", MOON), ("sun", SUN)):
-        sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", "v0")
-        sh("ip", "-n", ns, "link", "set", "v0", "up")
-        sh("ip", "-n", ns, "link", "set", "lo", "up")
-    for ns in ("moon", "sun"):
-        for src, dst, spi in ((MOON, SUN, SPI_MS), (SUN, MOON, SPI_SM)):
-            sh("ip", "-n", ns, "xfrm", "state", "add", "src", src, "dst", dst, "proto", "esp",
-               "spi", hex(spi), "reqid", "1", "mode", "transport", "replay-window", "32",
-               "auth-trunc", "hmac(sha256)", AUTH, "128", "enc", "cbc(aes)", ENC)
-        local, remote = (MOON, SUN) if ns == "moon" else (SUN, MOON)
-        for d, s, t in (("out", local, remote), ("in", remote, local)):
-            sh("ip", "-n", ns, "xfrm", "policy", "add", "src", f"{s}/32", "dst", f"{t}/32",
-               "dir", d, "tmpl", "src", s, "dst", t, "proto", "esp", "reqid", "1",
-               "mode", "transport")
-    yield
-    sh("ip", "netns", "del", "moon")
-    sh("ip", "netns", "del", "sun")
+    with veth_pair(("moon", MOON, None, None), ("sun", SUN, None, None)):
+        for ns in ("moon", "sun"):
+            for src, dst, spi in ((MOON, SUN, SPI_MS), (SUN, MOON, SPI_SM)):
+                sh("ip", "-n", ns, "xfrm", "state", "add", "src", src, "dst", dst, "proto", "esp",
+                   "spi", hex(spi), "reqid", "1", "mode", "transport", "replay-window", "32",
+                   "auth-trunc", "hmac(sha256)", AUTH, "128", "enc", "cbc(aes)", ENC)
+            local, remote = (MOON, SUN) if ns == "moon" else (SUN, MOON)
+            for d, s, t in (("out", local, remote), ("in", remote, local)):
+                sh("ip", "-n", ns, "xfrm", "policy", "add", "src", f"{s}/32", "dst", f"{t}/32",
+                   "dir", d, "tmpl", "src", s, "dst", t, "proto", "esp", "reqid", "1",
+                   "mode", "transport")
+        yield
 
 
 SERVER = """

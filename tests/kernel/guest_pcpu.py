@@ -26,6 +26,8 @@ from dissectors.xfrm import XFRM_POLICY_CPU_ACQUIRE, Mode, PolicyDir, SaDir
 from dissectors.esp import EspSa
 from peer.kernel import XfrmWriter
 
+from .guestnet import sh, veth_pair
+
 pytestmark = pytest.mark.skipif(os.environ.get("MULTISA_IN_GUEST") != "1",
                                 reason="runs only inside the UML guest (tests/kernel/uml-run.sh)")
 
@@ -33,10 +35,6 @@ MOON, SUN = "192.0.2.1", "192.0.2.2"
 MOON_NET, SUN_NET = "198.51.100.0/24", "203.0.113.0/24"
 MOON_IN, SUN_IN = "198.51.100.1", "203.0.113.1"
 PCPU_MS, FALLBACK_MS, SM = 0xC0DE0101, 0xC0DE0100, 0xC0DE0200  # SPIs
-
-
-def sh(*args: str) -> str:
-    return subprocess.run(args, check=True, capture_output=True, text=True).stdout
 
 
 def gcm(spi: int, src: str, dst: str, fill: int) -> EspSa:
@@ -54,38 +52,28 @@ def net(text: str):
 
 @pytest.fixture(scope="module")
 def pcpu_pair():
-    sh("ip", "netns", "add", "moon")
-    sh("ip", "netns", "add", "sun")
-    sh("ip", "-n", "moon", "link", "add", "v0", "type", "veth", "peer", "name", "v0", "netns", "sun")
-    for ns, addr, inner, other in (("moon", MOON, MOON_IN, SUN_NET), ("sun", SUN, SUN_IN, MOON_NET)):
-        sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", "v0")
-        sh("ip", "-n", ns, "addr", "add", f"{inner}/32", "dev", "v0")
-        sh("ip", "-n", ns, "link", "set", "v0", "up")
-        sh("ip", "-n", ns, "link", "set", "lo", "up")
-        sh("ip", "-n", ns, "route", "add", other, "dev", "v0", "src", inner)
-    sas = {"ms_pcpu": gcm(PCPU_MS, MOON, SUN, 0x11), "ms_fallback": cbc(FALLBACK_MS, MOON, SUN, 0x21),
-           "sm": gcm(SM, SUN, MOON, 0x31)}
-    for ns in ("moon", "sun"):
-        w = XfrmWriter(ns)
-        try:
-            out = ns == "moon"
-            w.add_sa(sas["ms_fallback"], reqid=1, dir=SaDir.OUT if out else SaDir.IN, pcpu=None,
-                     mode=Mode.TUNNEL, encap=None, replay_window=0 if out else 32)
-            w.add_sa(sas["ms_pcpu"], reqid=1, dir=SaDir.OUT if out else SaDir.IN, pcpu=0,
-                     mode=Mode.TUNNEL, encap=None, replay_window=0 if out else 32)
-            w.add_sa(sas["sm"], reqid=1, dir=SaDir.IN if out else SaDir.OUT, pcpu=None,
-                     mode=Mode.TUNNEL, encap=None, replay_window=32 if out else 0)
-            local, remote, lo, ro = (MOON_NET, SUN_NET, MOON, SUN) if out else (SUN_NET, MOON_NET, SUN, MOON)
-            w.add_policy(net(local), net(remote), dir=PolicyDir.OUT,
-                         flags=XFRM_POLICY_CPU_ACQUIRE if out else 0, reqid=1, tmpl_src=lo, tmpl_dst=ro,
-                         mode=Mode.TUNNEL)
-            w.add_policy(net(remote), net(local), dir=PolicyDir.IN, flags=0, reqid=1, tmpl_src=ro,
-                         tmpl_dst=lo, mode=Mode.TUNNEL)
-        finally:
-            w.close()
-    yield sas
-    sh("ip", "netns", "del", "moon")
-    sh("ip", "netns", "del", "sun")
+    with veth_pair(("moon", MOON, MOON_IN, SUN_NET), ("sun", SUN, SUN_IN, MOON_NET)):
+        sas = {"ms_pcpu": gcm(PCPU_MS, MOON, SUN, 0x11), "ms_fallback": cbc(FALLBACK_MS, MOON, SUN, 0x21),
+               "sm": gcm(SM, SUN, MOON, 0x31)}
+        for ns in ("moon", "sun"):
+            w = XfrmWriter(ns)
+            try:
+                out = ns == "moon"
+                w.add_sa(sas["ms_fallback"], reqid=1, dir=SaDir.OUT if out else SaDir.IN, pcpu=None,
+                         mode=Mode.TUNNEL, encap=None, replay_window=0 if out else 32)
+                w.add_sa(sas["ms_pcpu"], reqid=1, dir=SaDir.OUT if out else SaDir.IN, pcpu=0,
+                         mode=Mode.TUNNEL, encap=None, replay_window=0 if out else 32)
+                w.add_sa(sas["sm"], reqid=1, dir=SaDir.IN if out else SaDir.OUT, pcpu=None,
+                         mode=Mode.TUNNEL, encap=None, replay_window=32 if out else 0)
+                local, remote, lo, ro = (MOON_NET, SUN_NET, MOON, SUN) if out else (SUN_NET, MOON_NET, SUN, MOON)
+                w.add_policy(net(local), net(remote), dir=PolicyDir.OUT,
+                             flags=XFRM_POLICY_CPU_ACQUIRE if out else 0, reqid=1, tmpl_src=lo, tmpl_dst=ro,
+                             mode=Mode.TUNNEL)
+                w.add_policy(net(remote), net(local), dir=PolicyDir.IN, flags=0, reqid=1, tmpl_src=ro,
+                             tmpl_dst=lo, mode=Mode.TUNNEL)
+            finally:
+                w.close()
+        yield sas
 
 
 SERVER = """

@@ -27,6 +27,8 @@ import pytest
 
 from analyzer.cli import main as cli_main
 
+from .guestnet import veth_pair
+
 pytestmark = pytest.mark.skipif(os.environ.get("MULTISA_IN_GUEST") != "1",
                                 reason="runs only inside the UML guest (tests/kernel/uml-run.sh)")
 
@@ -37,10 +39,6 @@ DURATION = 2.0
 NCPU = os.cpu_count() or 1
 
 
-def sh(*args: str) -> str:
-    return subprocess.run(args, check=True, capture_output=True, text=True).stdout
-
-
 def multisa(*argv: str) -> tuple[int, str]:
     """The real ``multisa`` command line, in-process (a new interpreter costs seconds in UML)."""
     buf = io.StringIO()
@@ -49,23 +47,8 @@ def multisa(*argv: str) -> tuple[int, str]:
     return rc, buf.getvalue()
 
 
-@contextlib.contextmanager
 def two_hosts():
-    sh("ip", "netns", "add", "ini")
-    sh("ip", "netns", "add", "res")
-    try:
-        sh("ip", "-n", "ini", "link", "add", "v0", "type", "veth", "peer", "name", "v0", "netns", "res")
-        for ns, addr, inner, other in (("ini", INI, "198.51.100.1", RES_TS), ("res", RES, "203.0.113.1", INI_TS)):
-            sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", "v0")
-            sh("ip", "-n", ns, "addr", "add", f"{inner}/32", "dev", "v0")
-            sh("ip", "-n", ns, "link", "set", "v0", "up")
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-            sh("ip", "-n", ns, "route", "add", other, "dev", "v0", "src", inner)
-        yield
-    finally:
-        sh("ip", "netns", "del", "ini")
-        sh("ip", "netns", "del", "res")
-
+    return veth_pair(("ini", INI, "198.51.100.1", RES_TS), ("res", RES, "203.0.113.1", INI_TS))
 
 def peer(ns: str, role: str, args: list[str], log: Path) -> subprocess.Popen:
     return subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "peer.cli", "peer", role, *args],

@@ -30,8 +30,8 @@ from .guest_pcpu import (
     dump,
     gcm,
     net,
-    sh,
 )
+from .guestnet import veth_pair
 
 pytestmark = pytest.mark.skipif(os.environ.get("MULTISA_IN_GUEST") != "1",
                                 reason="runs only inside the qemu guest (tests/kernel/qemu-run.sh)")
@@ -50,34 +50,24 @@ for i in range({n}):
 @pytest.fixture(scope="module")
 def two_cpu_pair():
     assert os.cpu_count() >= 2, "the qemu tier needs 2 vCPUs"
-    sh("ip", "netns", "add", "moon")
-    sh("ip", "netns", "add", "sun")
-    sh("ip", "-n", "moon", "link", "add", "v0", "type", "veth", "peer", "name", "v0", "netns", "sun")
-    for ns, addr, inner, other in (("moon", MOON, MOON_IN, SUN_NET), ("sun", SUN, SUN_IN, MOON_NET)):
-        sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", "v0")
-        sh("ip", "-n", ns, "addr", "add", f"{inner}/32", "dev", "v0")
-        sh("ip", "-n", ns, "link", "set", "v0", "up")
-        sh("ip", "-n", ns, "link", "set", "lo", "up")
-        sh("ip", "-n", ns, "route", "add", other, "dev", "v0", "src", inner)
-    sas = [(gcm(CPU0, MOON, SUN, 0x41), 0), (gcm(CPU1, MOON, SUN, 0x51), 1), (cbc(FALLBACK, MOON, SUN, 0x61), None)]
-    for ns in ("moon", "sun"):
-        out = ns == "moon"
-        w = XfrmWriter(ns)
-        try:
-            for esp, pcpu in sas:
-                w.add_sa(esp, reqid=1, dir=SaDir.OUT if out else SaDir.IN, pcpu=pcpu, mode=Mode.TUNNEL,
-                         encap=None, replay_window=0 if out else 32)
-            if out:
-                w.add_policy(net(MOON_NET), net(SUN_NET), dir=PolicyDir.OUT, flags=XFRM_POLICY_CPU_ACQUIRE,
-                             reqid=1, tmpl_src=MOON, tmpl_dst=SUN, mode=Mode.TUNNEL)
-            else:
-                w.add_policy(net(MOON_NET), net(SUN_NET), dir=PolicyDir.IN, flags=0, reqid=1,
-                             tmpl_src=MOON, tmpl_dst=SUN, mode=Mode.TUNNEL)
-        finally:
-            w.close()
-    yield
-    sh("ip", "netns", "del", "moon")
-    sh("ip", "netns", "del", "sun")
+    with veth_pair(("moon", MOON, MOON_IN, SUN_NET), ("sun", SUN, SUN_IN, MOON_NET)):
+        sas = [(gcm(CPU0, MOON, SUN, 0x41), 0), (gcm(CPU1, MOON, SUN, 0x51), 1), (cbc(FALLBACK, MOON, SUN, 0x61), None)]
+        for ns in ("moon", "sun"):
+            out = ns == "moon"
+            w = XfrmWriter(ns)
+            try:
+                for esp, pcpu in sas:
+                    w.add_sa(esp, reqid=1, dir=SaDir.OUT if out else SaDir.IN, pcpu=pcpu, mode=Mode.TUNNEL,
+                             encap=None, replay_window=0 if out else 32)
+                if out:
+                    w.add_policy(net(MOON_NET), net(SUN_NET), dir=PolicyDir.OUT, flags=XFRM_POLICY_CPU_ACQUIRE,
+                                 reqid=1, tmpl_src=MOON, tmpl_dst=SUN, mode=Mode.TUNNEL)
+                else:
+                    w.add_policy(net(MOON_NET), net(SUN_NET), dir=PolicyDir.IN, flags=0, reqid=1,
+                                 tmpl_src=MOON, tmpl_dst=SUN, mode=Mode.TUNNEL)
+            finally:
+                w.close()
+        yield
 
 
 def send_from(cpu: int, n: int) -> None:

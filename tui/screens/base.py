@@ -8,6 +8,7 @@ from textual.widgets import Input
 
 from ..view import FindingFilter
 from ..widgets.bars import FilterBar, StatusLine
+from ..widgets.finding_list import FindingList
 
 
 class DataScreen(Screen):
@@ -100,3 +101,21 @@ class DataScreen(Screen):
 
     def focus_main(self) -> None:
         pass
+
+
+class FindingsPane:
+    """For a ``DataScreen`` holding a ``FindingList``: filling it and adding what arrives."""
+
+    @property
+    def finding_list(self) -> FindingList:
+        return self.query_one(FindingList)
+
+    def fill_findings(self) -> None:
+        self.finding_list.snapshot = self.app.snapshot
+        self.finding_list.filter = self.flt
+        self.finding_list.add_findings(self.app.findings)
+
+    def findings_arrived(self, findings, snapshot) -> None:
+        self.finding_list.snapshot = snapshot
+        if findings:
+            self.finding_list.add_findings(findings)

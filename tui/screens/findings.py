@@ -11,7 +11,7 @@ from analyzer import rules as registry
 from analyzer.model import Finding
 
 from ..widgets.finding_list import FindingList
-from .base import DataScreen
+from .base import DataScreen, FindingsPane
 
 
 def finding_markdown(f: Finding) -> str:
@@ -27,7 +27,7 @@ def finding_markdown(f: Finding) -> str:
     return "\n".join(lines)
 
 
-class FindingsScreen(DataScreen):
+class FindingsScreen(FindingsPane, DataScreen):
     BINDINGS = [
         Binding("escape", "leave_filter", "Clear filter", show=False),
         Binding("g", "goto_group", "Go to group"),
@@ -40,25 +40,17 @@ class FindingsScreen(DataScreen):
             yield Markdown("", id="finding-md")
         yield Footer()
 
-    @property
-    def finding_list(self) -> FindingList:
-        return self.query_one(FindingList)
-
     def fill(self) -> None:
         super().fill()
-        self.finding_list.snapshot = self.app.snapshot
-        self.finding_list.filter = self.flt
-        self.finding_list.add_findings(self.app.findings)
+        self.fill_findings()
         self.finding_list.focus()
         self._explain()
 
     def data_arrived(self, messages, findings, snapshot) -> None:
         super().data_arrived(messages, findings, snapshot)
-        self.finding_list.snapshot = snapshot
-        if findings:
-            self.finding_list.add_findings(findings)
-            if len(self.finding_list.shown) == len(findings):
-                self._explain()
+        self.findings_arrived(findings, snapshot)
+        if findings and len(self.finding_list.shown) == len(findings):
+            self._explain()
 
     def filter_changed(self) -> None:
         self.finding_list.set_filter(self.flt, self.app.snapshot)

@@ -10,10 +10,10 @@ from textual.widgets import Footer, Static
 from ..view import human, sparkline
 from ..widgets.finding_list import FindingList
 from ..widgets.group_table import GroupTable
-from .base import DataScreen
+from .base import DataScreen, FindingsPane
 
 
-class GroupsScreen(DataScreen):
+class GroupsScreen(FindingsPane, DataScreen):
     BINDINGS = [
         Binding("tab", "switch_pane", "Pane", show=False),
         Binding("escape", "leave_filter", "Clear filter", show=False),
@@ -35,15 +35,9 @@ class GroupsScreen(DataScreen):
     def table(self) -> GroupTable:
         return self.query_one(GroupTable)
 
-    @property
-    def finding_list(self) -> FindingList:
-        return self.query_one(FindingList)
-
     def fill(self) -> None:
         super().fill()
-        self.finding_list.snapshot = self.app.snapshot
-        self.finding_list.filter = self.flt
-        self.finding_list.add_findings(self.app.findings)
+        self.fill_findings()
         self.table.update_snapshot(self.app.snapshot, self.flt)
         self.table.rebuild()
         self.table.focus()
@@ -57,9 +51,7 @@ class GroupsScreen(DataScreen):
 
     def data_arrived(self, messages, findings, snapshot) -> None:
         super().data_arrived(messages, findings, snapshot)
-        self.finding_list.snapshot = snapshot
-        if findings:
-            self.finding_list.add_findings(findings)
+        self.findings_arrived(findings, snapshot)
         self.table.update_snapshot(snapshot)
         self._detail()
 
