@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from dissectors.iana import DhGroup, ExchangeType, NotifyType, ProtocolId
+from dissectors.iana import DhGroup, ExchangeType, NotifyType, PrfId, ProtocolId
 from dissectors.ikev2.message import IkeMessage, parse_message
 from dissectors.ikev2.payloads import NoncePayload, NotifyPayload
 
@@ -38,7 +38,9 @@ NON_ESP_MARKER = b"\0\0\0\0"
 
 
 class KeyLog:
-    """Appends Wireshark's ``ikev2_decryption_table`` and ``esp_sa`` lines (save-keys format)."""
+    """Appends Wireshark's ``ikev2_decryption_table`` and ``esp_sa`` lines (save-keys format),
+    and multisa's own ``ikev2_sk_d`` (``SPIi,SPIr,SK_d,PRF``: what ``multisa esp --sk-d``
+    derives every non-PFS Child SA's keys from, RFC 7296 §2.17)."""
 
     def __init__(self, directory: str) -> None:
         self.dir = Path(directory) if directory else None
@@ -59,6 +61,8 @@ class KeyLog:
         self._write("ikev2_decryption_table",
                     f'{ike.spi_i.hex()},{ike.spi_r.hex()},{bytes(km.sk_ei).hex()},{bytes(km.sk_er).hex()},'
                     f'"{ike.encr.name}",{bytes(km.sk_ai).hex()},{bytes(km.sk_ar).hex()},"{integ_name}"')
+        self._write("ikev2_sk_d", f"{ike.spi_i.hex()},{ike.spi_r.hex()},{bytes(km.sk_d).hex()},"
+                                  f"{PrfId(ike.suite.prf).name}")
 
     def child(self, child: ChildSa) -> None:
         self._write("esp_sa", child.outbound.esp_sa_line())

@@ -2,10 +2,9 @@
 
 - ``multisa esp --json`` on the shared strongSwan captures lists every SPI with tshark's
   packet count (14 on the two sswan-* captures);
-- with ``--sk-d`` the ESP of every non-PFS Child SA of a reference-peer run decrypts with
-  keys derived from SK_d, without ``esp_sa`` (the run's key export is given an
-  ``ikev2_sk_d`` line per IKE SA by a test-only hook, as strongSwan's save-keys plugin
-  gives the other key tables);
+- with ``--sk-d`` the ESP of every non-PFS Child SA of every reference-peer sample decrypts
+  with keys derived from SK_d, without ``esp_sa`` (the peer's key export writes
+  ``ikev2_sk_d`` beside Wireshark's two tables);
 - ``multisa lint`` runs the ESP rules in its one pass (MS401/MS402 on the replay-gap sample),
   in parallel with ``--jobs``.
 """
@@ -13,11 +12,9 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
@@ -61,69 +58,38 @@ def test_multisa_esp_lists_every_spi_with_tsharks_counts(name):
 
 
 # --------------------------------------------------------------------------------------
-# SK_d on a real reference-peer run
+# SK_d: the reference peer's samples
 
-HOOK = textwrap.dedent('''
-    # test-only: the reference peer's key export also writes ikev2_sk_d (SPIi,SPIr,SK_d,PRF)
-    import os
-    if os.environ.get("MULTISA_TEST_EXPORT_SK_D"):
-        try:
-            import peer.node as _node
-            from dissectors.iana import PrfId as _PrfId
-
-            _orig = _node.KeyLog.ike
-
-            def _ike(self, ike):
-                _orig(self, ike)
-                self._write("ikev2_sk_d", f"{ike.spi_i.hex()},{ike.spi_r.hex()},{bytes(ike.km.sk_d).hex()},"
-                                          f"{_PrfId(ike.suite.prf).name}")
-
-            _node.KeyLog.ike = _ike
-        except Exception as err:  # the test then fails on the missing file, with this reason
-            print("sk_d hook:", err)
-''')
+SAMPLES = sorted(p for p in (ROOT / "samples" / "peer").glob("*") if (p / "ikev2_sk_d").is_file())
 
 
-def _demo_tool() -> str | None:
-    if shutil.which("dumpcap") is None and shutil.which("tshark") is None:
-        return "the demo needs dumpcap or tshark (apt-get install tshark)"
-    return None
-
-
-@pytest.mark.skipif(_demo_tool() is not None, reason=_demo_tool() or "")
-def test_sk_d_decrypts_every_non_pfs_child_sa_of_a_peer_run(tmp_path, monkeypatch):
-    from peer.demo import run_demo
-
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(HOOK)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hook), str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    monkeypatch.setenv("MULTISA_TEST_EXPORT_SK_D", "1")
-    out = tmp_path / "run"
-    loopback = os.geteuid() != 0 or shutil.which("ip") is None
-    assert run_demo(str(out), resources=2, duration=1.2, rate=10, loopback=loopback, log=lambda *_: None) == 0
-    assert (out / "ikev2_sk_d").is_file(), "the key-export hook wrote no ikev2_sk_d"
-    assert len((out / "ikev2_sk_d").read_text().splitlines()) >= 2  # the IKE SA and its rekeyed successor
-    # no esp_sa: the IKE table (to read the exchanges) and SK_d only
+@pytest.mark.parametrize("sample", SAMPLES, ids=lambda p: p.name)
+def test_sk_d_decrypts_every_non_pfs_child_sa_of_a_sample(sample, tmp_path):
+    """The reference peer's samples carry ``ikev2_sk_d`` beside Wireshark's two files: with
+    only the IKE table (to read the exchanges) and SK_d, every Child SA's ESP decrypts with
+    keys derived per RFC 7296 §2.17, exactly the packets the exported esp_sa keys decrypt."""
     keys = tmp_path / "keys"
     keys.mkdir()
-    shutil.copy(out / "ikev2_decryption_table", keys)
-    capture = next(out.glob("capture.pcap*"))
-    r = multisa("esp", str(capture), "-k", str(keys), "--sk-d", str(out / "ikev2_sk_d"), "--json", "--flows")
+    shutil.copy(sample / "ikev2_decryption_table", keys)
+    capture = sample / "capture.pcapng"
+    sk_d = sample / "ikev2_sk_d"
+    r = multisa("esp", str(capture), "-k", str(keys), "--sk-d", str(sk_d), "--json", "--flows")
     assert r.returncode == 0, r.stderr
-    doc = json.loads(r.stdout)
-    sas = [sa for sa in doc["sas"] if sa["packets"]]
-    assert len(sas) >= 4, doc["sas"]  # the two members both ways at least (the fallback may stay idle)
+    sas = [sa for sa in json.loads(r.stdout)["sas"] if sa["packets"]]
+    assert len(sas) >= 4  # the two members both ways at least
     for sa in sas:
-        assert sa["key_note"] is None, sa  # the demo negotiates no PFS
+        assert sa["key_note"] is None, sa  # the samples negotiate no PFS
         assert sa["decrypted"] == sa["packets"] and sa["icv_failures"] == 0, sa
         assert sa["key"] == "derived from SK_d" and sa["flows"], sa
-    for secret in (out / "ikev2_sk_d").read_text().split():
-        assert secret.split(",")[2] not in r.stdout + r.stderr  # keys never printed
-    # the same packets decrypt with the exported esp_sa keys (the derivation is the peer's)
-    r2 = multisa("esp", str(capture), "-k", str(out), "--decrypt", "--json")
-    by_spi = {sa["spi"]: sa["decrypted"] for sa in json.loads(r2.stdout)["sas"]}
-    assert {sa["spi"]: sa["decrypted"] for sa in sas} == {s: n for s, n in by_spi.items() if n}
+    for line in sk_d.read_text().split():
+        assert line.split(",")[2] not in r.stdout + r.stderr  # keys never printed
+    r2 = multisa("esp", str(capture), "-k", str(sample), "--decrypt", "--json")
+    by_spi = {sa["spi"]: sa["decrypted"] for sa in json.loads(r2.stdout)["sas"] if sa["packets"]}
+    assert {sa["spi"]: sa["decrypted"] for sa in sas} == by_spi
+
+
+def test_every_peer_sample_carries_sk_d():
+    assert {p.name for p in SAMPLES} >= {"clean", "fault-esp-replay-gap"}
 
 
 # --------------------------------------------------------------------------------------
