@@ -26,23 +26,20 @@ pytestmark = [
 ]
 
 
-def test_live_loopback_demo_shows_groups_and_moving_per_cpu_counters(tmp_path):
-    out = tmp_path / "demo"
-    demo = subprocess.Popen([sys.executable, "-m", "peer.cli", "peer", "demo", "--out", str(out), "--loopback",
-                             "--duration", "6", "--rate", "50", "--resources", "2"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    app = MultisaApp(live=True, iface="lo", keys=[str(out)], peer_status=[str(out / "initiator-status.json")])
+def watch_live(app: MultisaApp, done, seconds: float = 40) -> list[dict[str, int]]:
+    """Run ``app`` headless until ``done()`` and the peer counters stop moving; assert what the
+    live groups view must show; return the per-SA packet counts sampled once a second."""
     history: list[dict[str, int]] = []
 
     async def run() -> None:
         async with app.run_test(size=(120, 40)) as pilot:
-            deadline = time.monotonic() + 40
+            deadline = time.monotonic() + seconds
             while time.monotonic() < deadline:
                 await pilot.pause(1.0)
                 rows = {r.key: r.packets for lin in app.snapshot.lineages for g in lin.groups
                         for r in g.children if r.counters == "peer"}
                 history.append(rows)
-                if demo.poll() is not None and len(history) > 3 and history[-1] == history[-2]:
+                if done() and len(history) > 3 and history[-1] == history[-2]:
                     break
             assert isinstance(app.screen, GroupsScreen)
             snap = app.snapshot
@@ -56,11 +53,63 @@ def test_live_loopback_demo_shows_groups_and_moving_per_cpu_counters(tmp_path):
             # IKE_AUTH and CREATE_CHILD_SA were decrypted with keys written while capturing
             assert any(m.exchange == 36 for m in app.messages)
 
+    asyncio.run(run())
+    moving = [k for k in history[-1] if any(0 < h.get(k, 0) < history[-1][k] for h in history)]
+    assert moving, f"per-SA counters never moved: {history}"
+    return history
+
+
+def test_live_loopback_demo_shows_groups_and_moving_per_cpu_counters(tmp_path):
+    out = tmp_path / "demo"
+    demo = subprocess.Popen([sys.executable, "-m", "peer.cli", "peer", "demo", "--out", str(out), "--loopback",
+                             "--duration", "6", "--rate", "50", "--resources", "2"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    app = MultisaApp(live=True, iface="lo", keys=[str(out)], peer_status=[str(out / "initiator-status.json")])
     try:
-        asyncio.run(run())
+        watch_live(app, lambda: demo.poll() is not None)
     finally:
         if demo.poll() is None:
             demo.terminate()
         demo.wait(timeout=30)
-    moving = [k for k in history[-1] if any(0 < h.get(k, 0) < history[-1][k] for h in history)]
-    assert moving, f"per-SA counters never moved: {history}"
+
+
+@pytest.mark.skipif(shutil.which("ip") is None, reason="iproute2 is not installed")
+def test_live_in_a_network_namespace_with_peer_status(tmp_path):
+    """``multisa tui --live --netns NS --iface IF --peer-status PATH``: the reference peers run in
+    two namespaces joined by veth; the TUI captures inside the responder's namespace (dumpcap
+    under ``ip netns exec``), polls XFRM there, and reads the initiator's status file."""
+    from peer.demo import INITIATOR_TS, PSK, RESPONDER_TS, delete_netns, make_netns
+
+    topo = make_netns(f"t{os.getpid() % 100000}")
+    (tmp_path / "psk").write_text(PSK + "\n")
+    keys, status = tmp_path / "keys", tmp_path / "initiator-status.json"
+    common = ["--psk-file", str(tmp_path / "psk"), "--resource-info", "--rate", "50", "--duration", "6",
+              "--resources", "2", "--lifetime", "60"]
+    peers: list[subprocess.Popen] = []
+    app = MultisaApp(live=True, iface=topo.iface, netns=topo.resp_ns, keys=[str(keys)], peer_status=[str(status)])
+
+    def start_peers() -> bool:
+        """Started from inside the app's first second, once its capture runs."""
+        if not peers:
+            peers.append(subprocess.Popen(
+                [*topo.prefix(topo.resp_ns), sys.executable, "-m", "peer.cli", "peer", "responder",
+                 "--listen", topo.resp_addr, "--once", "--local-ts", RESPONDER_TS, "--remote-ts", INITIATOR_TS,
+                 *common], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            time.sleep(0.5)
+            peers.append(subprocess.Popen(
+                [*topo.prefix(topo.init_ns), sys.executable, "-m", "peer.cli", "peer", "initiator",
+                 "--connect", topo.resp_addr, "--local", topo.init_addr, "--local-ts", INITIATOR_TS,
+                 "--remote-ts", RESPONDER_TS, "--keys-dir", str(keys), "--status-file", str(status), *common],
+                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            return False
+        return peers[1].poll() is not None
+
+    try:
+        watch_live(app, start_peers)
+        assert not [p for p in app.problems if "netns" in str(p) or "stopped" in str(p)], app.problems
+    finally:
+        for p in peers:
+            if p.poll() is None:
+                p.terminate()
+            p.wait(timeout=30)
+        delete_netns(topo.init_ns, topo.resp_ns)
