@@ -301,3 +301,19 @@ def test_fast_dump_decoder_agrees_with_pyroute2_classes(netns, per_cpu_setup):
         assert sock.dump_restarts == 0
     assert len(fast) == 4
     assert sorted(fast, key=lambda s: s.spi) == sorted(slow, key=lambda s: s.spi)
+
+
+def test_a_polling_socket_decodes_each_changed_sa_once(netns, per_cpu_setup, writer):
+    """Polls on one socket (as `xfrm snapshot`, `export` and the live TUI poll) decode an
+    SA's message only when it changed: an idle SA keeps its record; a new SA is decoded; the
+    records equal a fresh socket's, and the memo holds the last dump only."""
+    with XfrmSocket(netns) as sock, XfrmSocket(netns) as fresh:
+        fresh.reuse = False
+        first = sock.dump_sas()
+        assert sock.decoded == 4
+        again = sock.dump_sas()
+        assert all(a is b for a, b in zip(first, again)) and sock.decoded == 4
+        writer.allocspi("192.0.2.1", "192.0.2.9", reqid=9, spi_min=0xC0DE0001, spi_max=0xC0DE0001)
+        now = sock.dump_sas()
+        assert len(now) == 5 and sock.decoded == 5 and len(sock._sa_memo) == 5
+        assert now == fresh.dump_sas()

@@ -94,3 +94,19 @@ def test_ip_text_agrees_on_moving_counters(esp_pair):
     key = lambda s: (s.spi, s.curlft.bytes, s.curlft.packets, s.replay.oseq, s.replay.seq)
     assert sorted(map(key, text.sas)) == sorted(map(key, live.sas))
     assert all(s.curlft.packets > 0 for s in live.sas)
+
+
+def test_a_polling_socket_follows_moving_counters(esp_pair):
+    """One socket polled across traffic: the SAs whose counters moved are decoded again (and
+    only they), and every record equals what a fresh socket decodes."""
+    with XfrmSocket("moon") as sock, XfrmSocket("moon") as fresh:
+        fresh.reuse = False
+        before = {sa.spi: sa for sa in sock.dump_sas()}
+        assert sock.dump_sas() == list(before.values()) and sock.decoded == 2  # idle: kept
+        ping(2)
+        after = sock.dump_sas()
+        assert sock.decoded == 4 and after == fresh.dump_sas()
+        out = next(sa for sa in after if sa.spi == SPI_MS)
+        inb = next(sa for sa in after if sa.spi == SPI_SM)
+        assert counter_delta(before[SPI_MS], out)["packets"] == 2 and counter_delta(before[SPI_MS], out)["oseq"] == 2
+        assert counter_delta(before[SPI_SM], inb)["seq"] == 2 and inb.replay.bitmap & 0b11 == 0b11
