@@ -23,6 +23,7 @@ import time
 from typing import TextIO
 
 from analyzer.xfrm_state import (
+    SampleJsonWriter,
     XfrmImportError,
     XfrmSnapshot,
     iter_samples,
@@ -195,10 +196,11 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     except OSError as err:
         return _err(f"{args.output}: {err.strerror}")
     n = 0
+    writer = SampleJsonWriter()
     try:
         with out:
             for snap in iter_samples(args.netns, args.interval, args.count):
-                out.write(json.dumps(snap.to_dict(), separators=(",", ":")) + "\n")
+                out.write(writer.line(snap) + "\n")
                 out.flush()
                 n += 1
     except XfrmError as err:

@@ -49,7 +49,8 @@ import os
 import re
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from operator import attrgetter
 from pathlib import Path
 
 from dissectors.xfrm import (
@@ -129,8 +130,23 @@ def counter_delta(before: XfrmSaState, after: XfrmSaState) -> dict[str, int]:
 # ---------------------------------------------------------------------------------------
 # records <-> JSON
 
+_FLAT: dict[type, tuple[tuple[str, ...], attrgetter]] = {}
+
+
+def _flat(rec) -> dict:
+    """A flat record (no nested records) as a dict: ``dataclasses.asdict`` without its
+    recursive deep copy, ten times faster, which counts at 10,000 SAs a second."""
+    cls = type(rec)
+    names_get = _FLAT.get(cls)
+    if names_get is None:
+        names = tuple(f.name for f in fields(cls))
+        names_get = _FLAT[cls] = (names, attrgetter(*names))
+    names, get = names_get
+    return dict(zip(names, get(rec)))
+
+
 def _selector_dict(sel: XfrmSelector | None) -> dict | None:
-    return None if sel is None else asdict(sel)
+    return None if sel is None else _flat(sel)
 
 
 def sa_to_dict(sa: XfrmSaState) -> dict:
@@ -138,11 +154,11 @@ def sa_to_dict(sa: XfrmSaState) -> dict:
         "src": sa.src, "dst": sa.dst, "spi": sa.spi_hex, "proto": sa.proto, "family": sa.family,
         "mode": sa.mode, "reqid": sa.reqid, "dir": sa.dir, "pcpu": sa.pcpu, "seq": sa.seq,
         "replay_window": sa.replay_window, "flags": sa.flags, "extra_flags": sa.extra_flags,
-        "lifetime": asdict(sa.curlft), "lifetime_cfg": asdict(sa.lifetime_cfg),
-        "replay": asdict(sa.replay), "stats": asdict(sa.stats),
+        "lifetime": _flat(sa.curlft), "lifetime_cfg": _flat(sa.lifetime_cfg),
+        "replay": _flat(sa.replay), "stats": _flat(sa.stats),
         "selector": _selector_dict(sa.selector),
-        "algos": [asdict(a) for a in sa.algos],
-        "encap": None if sa.encap is None else asdict(sa.encap),
+        "algos": [_flat(a) for a in sa.algos],
+        "encap": None if sa.encap is None else _flat(sa.encap),
         "mark": None if sa.mark is None else list(sa.mark),
         "if_id": sa.if_id, "lastused": sa.lastused,
     }
@@ -154,9 +170,76 @@ def policy_to_dict(p: XfrmPolicy) -> dict:
         "action": p.action, "share": p.share, "ptype": p.ptype, "cpu_acquire": p.cpu_acquire,
         "selector": _selector_dict(p.selector),
         "templates": None if p.templates is None else [
-            {**asdict(t), "spi": f"{t.spi:08x}"} for t in p.templates],
+            {**_flat(t), "spi": f"{t.spi:08x}"} for t in p.templates],
         "mark": None if p.mark is None else list(p.mark), "if_id": p.if_id,
     }
+
+
+_JSON = json.JSONEncoder(separators=(",", ":")).encode
+_TEMPLATES: dict[type, tuple[str, bool]] = {}
+
+
+def _scalar(v) -> str:
+    """An int, None or bool as JSON (the counters records hold nothing else)."""
+    if type(v) is int:
+        return str(v)
+    if v is None:
+        return "null"
+    if v is True or v is False:
+        return "true" if v else "false"
+    raise TypeError(f"not a counter value: {v!r}")
+
+
+def _counters_json(rec) -> str:
+    """A flat record of counters as compact JSON, ``_JSON(_flat(rec))`` without the encoder's
+    per-call cost (1.5 us, three records per SA per sample). Records whose fields are all
+    ``int`` go straight through ``%d``."""
+    cls = type(rec)
+    known = _TEMPLATES.get(cls)
+    if known is None:
+        all_int = all(f.type == "int" for f in fields(cls))
+        fmt = "%d" if all_int else "%s"
+        known = _TEMPLATES[cls] = ("{" + ",".join(f'"{f.name}":{fmt}' for f in fields(cls)) + "}", all_int)
+        _flat(rec)  # fills _FLAT[cls]
+    template, all_int = known
+    values = _FLAT[cls][1](rec)
+    return template % (values if all_int else tuple(map(_scalar, values)))
+
+
+class SampleJsonWriter:
+    """One compact JSON line per snapshot (``multisa xfrm snapshot``), equal once parsed to
+    ``json.dumps(snap.to_dict())``, for a series of samples of one SAD: each SA's identity
+    and configuration are encoded once and kept while the SA is in the samples, only its
+    counters every sample (at 10,000 SAs a second this is most of the work)."""
+
+    def __init__(self) -> None:
+        self._heads: dict[tuple, str] = {}  # the SAs of the last sample: key -> JSON prefix
+
+    @staticmethod
+    def _key(sa: XfrmSaState) -> tuple:
+        return (sa.src, sa.dst, sa.spi, sa.proto, sa.family, sa.mode, sa.reqid, sa.dir, sa.pcpu,
+                sa.seq, sa.replay_window, sa.flags, sa.extra_flags, sa.selector, sa.lifetime_cfg,
+                sa.algos, sa.encap, sa.mark, sa.if_id)
+
+    def line(self, snap: XfrmSnapshot) -> str:
+        last, heads = self._heads, {}
+        parts = []
+        for sa in snap.sas:
+            key = self._key(sa)
+            head = last.get(key) or heads.get(key)
+            if head is None:
+                d = sa_to_dict(sa)
+                for moving in ("lifetime", "replay", "stats", "lastused"):
+                    del d[moving]
+                head = _JSON(d)[:-1]  # without the closing brace: the counters follow
+            heads[key] = head
+            parts.append(f'{head},"lifetime":{_counters_json(sa.curlft)},"replay":{_counters_json(sa.replay)},'
+                         f'"stats":{_counters_json(sa.stats)},"lastused":{_scalar(sa.lastused)}}}')
+        self._heads = heads
+        meta = {"format": FORMAT, "version": VERSION, "ts": snap.ts, "source": snap.source,
+                "netns": snap.netns, "host_cpus": snap.host_cpus, "kernel": snap.kernel}
+        return (f'{_JSON(meta)[:-1]},"sas":[{",".join(parts)}],'
+                f'"policies":{_JSON([policy_to_dict(p) for p in snap.policies])}}}')
 
 
 def _spi(v) -> int:

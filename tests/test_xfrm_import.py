@@ -9,6 +9,7 @@ import pytest
 
 from analyzer.xfrm_commands import main as xfrm_main
 from analyzer.xfrm_state import (
+    SampleJsonWriter,
     XfrmImportError,
     counter_delta,
     load_series,
@@ -148,6 +149,24 @@ def test_json_round_trip_and_series(tmp_path):
     a, b = load_series(series)
     assert b.ts == 2.0
     assert counter_delta(a.sas[0], b.sas[0]) == {"bytes": 84, "packets": 1, "oseq": 0, "seq": 0}
+
+
+@needs_shared
+@pytest.mark.parametrize("peer", ["moon", "sun"])
+def test_sample_lines_parse_to_the_snapshot_dict(peer):
+    """``multisa xfrm snapshot``'s writer keeps each SA's encoded configuration across samples:
+    every line still parses to exactly ``to_dict()``, when counters move and SAs come and go."""
+    snap = load_snapshot(PERCPU / f"{peer}.xfrm-sa.json")
+    later = replace(snap, ts=2.0, sas=tuple(
+        replace(sa, curlft=replace(sa.curlft, packets=sa.curlft.packets + 7),
+                replay=replace(sa.replay, oseq=sa.replay.oseq + 7), lastused=1795334399)
+        for sa in snap.sas[1:]))
+    rekeyed = replace(later, ts=3.0, sas=(replace(snap.sas[0], spi=0xC0FFEE01), *later.sas))
+    writer = SampleJsonWriter()
+    for sample in (snap, later, rekeyed, snap):
+        line = writer.line(sample)
+        assert "\n" not in line and json.loads(line) == sample.to_dict()
+    assert len(writer._heads) == len(snap.sas) >= 3
 
 
 @needs_shared
