@@ -1,7 +1,7 @@
 """XFRM netlink at scale: dump 100,000 SAs, poll 10,000 SAs at 1 Hz (issue 6, item 7).
 
     sudo python3 benchmarks/xfrm_bench.py [--dump-sas 100000] [--poll-sas 10000]
-                                          [--poll-seconds 30] [--json]
+                                          [--poll-seconds 30] [--real-sas 3000] [--json]
 
 Needs root (a throw-away network namespace). The host kernel needs XFRM netlink, not ESP:
 the SAs are larval (XFRM_MSG_ALLOCSPI, as tests/kernel/writer.py makes them), three per
@@ -15,11 +15,22 @@ Each measurement runs in a fresh child process, so its peak RSS is its own:
 * dump: one ``XfrmSocket.dump_sas()`` of the whole SAD (multipart replies until NLMSG_DONE;
   restarts on ENOBUFS / NLM_F_DUMP_INTR are counted), wall and CPU time, peak RSS;
 * poll: ``snapshot_from_kernel`` (SAs + policies) once a second for ``--poll-seconds`` on one
-  socket, as ``multisa xfrm snapshot`` and ``multisa export`` do; CPU per poll as a share of
-  one core, RSS after the first poll and at the end (bounded: it must not grow);
-* poll-decode: the same without reusing the records of unchanged SAs (``XfrmSocket.reuse``),
-  i.e. as if every SA's counters moved every second: the worst case;
-* export: a scrape of ``multisa export``'s collector (dump + exposition of every SA) at 1 Hz.
+  socket, as ``multisa xfrm snapshot``, ``multisa export`` and the live TUI do; CPU per poll as
+  a share of one core, RSS after the first poll and at the end (bounded: it must not grow);
+* poll-changed: the same with every SA's message decoded every second (``XfrmSocket.reuse``
+  off), as when every SA's counters move between two polls: the busy case, and the one the
+  target is held to (larval SAs never move, and this kernel has no ESP to move them);
+* snapshot-json: poll-changed plus what ``multisa xfrm snapshot`` adds per sample (the JSON
+  line of every SA and policy);
+* export: one scrape of ``multisa export``'s collector (dump + exposition of every SA, every
+  SA decoded), and one with ``--no-per-sa``; CPU per scrape, and its share of a core at a
+  15 s scrape interval (Prometheus' usual; its default is 60 s);
+* real SAs (``--real-sas N``, when sid's user-mode-linux is in the cache, see
+  tests/kernel/fetch.sh): larval SAs carry no algorithm, replay or encap attributes, so
+  ``xfrm_guest_sas.py`` installs N valid ESP SAs (a key, SA_DIR, SA_PCPU, ENCAP) in a
+  >= 6.13 guest and records the kernel's dump of them; the host decodes that recording
+  through ``XfrmSocket.dump_sas`` (its socket reads replaced by the recording): microseconds
+  per SA, every SA decoded, against the same figure for the larval SAs.
 
 Targets (README): poll of 10,000 SAs at 1 Hz under 10 % of one core; memory bounded.
 """
@@ -33,6 +44,7 @@ import resource
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -129,19 +141,27 @@ def child_dump(netns: str) -> dict:
             "pcpu_sas": sum(s.pcpu is not None for s in sas)}
 
 
-def child_poll(netns: str, seconds: float, export: bool, reuse: bool = True) -> dict:
-    from analyzer.xfrm_state import snapshot_from_kernel
+SCRAPE_INTERVAL = 15.0  # seconds: Prometheus' usual scrape interval (its default is 60 s)
+
+
+def child_poll(netns: str, seconds: float, kind: str) -> dict:
+    """``kind``: poll, poll-changed, snapshot-json, export, export-no-per-sa."""
+    from analyzer.xfrm_state import SampleJsonWriter, snapshot_from_kernel
     from dissectors.xfrm import XfrmSocket
 
+    export = kind.startswith("export")
+    reuse = kind == "poll"
     if export:
         from prometheus_client import generate_latest
         from prometheus_client.registry import CollectorRegistry
 
         from analyzer.exporter import XfrmCollector
 
-        collector = XfrmCollector(netns)
+        collector = XfrmCollector(netns, per_sa=kind == "export")
+        collector._sock.reuse = False
         registry = CollectorRegistry(auto_describe=False)
         registry.register(collector)
+    writer = SampleJsonWriter()  # as `multisa xfrm snapshot` writes its lines
     polls, cpu_per_poll, rss = 0, [], []
     size = 0
     with XfrmSocket(netns) as sock:
@@ -155,6 +175,8 @@ def child_poll(netns: str, seconds: float, export: bool, reuse: bool = True) -> 
             else:
                 snap = snapshot_from_kernel(netns, sock)
                 size = len(snap.sas)
+                if kind == "snapshot-json":
+                    size = len(writer.line(snap))
                 del snap
             cpu_per_poll.append(time.process_time() - c0)
             rss.append(_rss_mb())
@@ -166,6 +188,7 @@ def child_poll(netns: str, seconds: float, export: bool, reuse: bool = True) -> 
         collector.close()
     total_cpu = sum(cpu_per_poll)
     return {"polls": polls, "seconds": round(elapsed, 1), "what": size,
+            "scrape_share_pct": round(100 * total_cpu / polls / SCRAPE_INTERVAL, 2),
             "cpu_per_poll_ms": round(1000 * total_cpu / polls, 1),
             "max_cpu_per_poll_ms": round(1000 * max(cpu_per_poll), 1),
             "core_share_pct": round(100 * total_cpu / elapsed, 2),
@@ -197,20 +220,110 @@ class Netns:
         subprocess.run(["ip", "netns", "del", self.name], check=False)
 
 
+def _decode_us_per_sa(datagrams: list[bytes], seq: int, rounds: int = 30) -> tuple[int, float]:
+    """Decode a recorded GETSA dump ``rounds`` times through ``XfrmSocket.dump_sas`` (every SA
+    decoded); the best round's microseconds per SA."""
+    from dissectors.xfrm import XfrmSocket
+
+    class RecordedDump(XfrmSocket):
+        reuse = False
+
+        def _send(self, msg_type, flags, body=b""):
+            self._replay = iter(datagrams)
+            return seq
+
+        def _recv(self):
+            return next(self._replay)
+
+    best = float("inf")
+    with RecordedDump() as sock:
+        for _ in range(rounds):
+            c0 = time.process_time()
+            n = len(sock.dump_sas())
+            best = min(best, time.process_time() - c0)
+    return n, round(best / n * 1e6, 2)
+
+
+def child_decode(path: str) -> dict:
+    """Real SAs: the guest's recording; larval SAs: this host's dump, recorded the same way."""
+    datagrams, data = [], Path(path).read_bytes()
+    pos = 0
+    while pos < len(data):
+        size = int.from_bytes(data[pos:pos + 4], "little")
+        datagrams.append(data[pos + 4:pos + 4 + size])
+        pos += 4 + size
+    meta = json.loads(Path(path + ".json").read_text())
+    n, us = _decode_us_per_sa(datagrams, meta["seq"])
+    return {**meta, "sas": n, "us_per_sa": us}
+
+
+def record_larval(netns: str, out: str) -> None:
+    from dissectors.xfrm import XfrmSocket
+
+    datagrams = []
+    with XfrmSocket(netns) as sock:
+        recv = sock._recv
+
+        def recording():
+            data = recv()
+            datagrams.append(data)
+            return data
+
+        sock._recv = recording
+        sas = sock.dump_sas()
+        seq = sock._seq
+    with open(out, "wb") as f:
+        f.writelines(len(data).to_bytes(4, "little") + data for data in datagrams)
+    Path(out + ".json").write_text(json.dumps({"kernel": os.uname().release, "seq": seq,
+                                               "pcpu_sas": sum(sa.pcpu is not None for sa in sas),
+                                               "algos": []}))
+
+
+def real_sas(n: int, larval_ns: str) -> dict:
+    """Decode cost per SA of real SAs (recorded in sid's user-mode-linux >= 6.13, when it is
+    in the cache) and of this host's larval SAs, both decoded here in a child process."""
+    cache = Path(os.environ.get("MULTISA_KERNEL_CACHE")
+                 or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "multisa-kernels")
+    with tempfile.TemporaryDirectory(prefix="multisa-xfrm-bench-") as tmp:
+        larval = os.path.join(tmp, "larval.dump")
+        record_larval(larval_ns, larval)
+        out = {"larval": _child("decode", larval)}
+        if n <= 0:
+            out["real"] = {"skipped": "--real-sas 0"}
+        elif not (cache / "uml613" / "linux.uml").exists():
+            out["real"] = {"skipped": f"no >= 6.13 user-mode-linux in {cache} (tests/kernel/fetch.sh uml613)"}
+        else:
+            real = os.path.join(tmp, "real.dump")  # the guest's SAs' keys: removed with tmp
+            res = subprocess.run([str(ROOT / "tests/kernel/uml-run.sh"), "--kernel", "uml613", "--mem", "1G",
+                                  "--", sys.executable, str(ROOT / "benchmarks/xfrm_guest_sas.py"), str(n), real],
+                                 cwd=ROOT, capture_output=True, text=True, check=False, timeout=900)
+            meta = next((line for line in res.stdout.splitlines() if line.startswith("{")), None)
+            if meta is None:
+                out["real"] = {"skipped": f"guest failed (status {res.returncode}): {res.stdout.strip()[-300:]}"}
+            else:
+                Path(real + ".json").write_text(meta)
+                out["real"] = _child("decode", real)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dump-sas", type=int, default=100_000)
     ap.add_argument("--poll-sas", type=int, default=10_000)
     ap.add_argument("--poll-seconds", type=float, default=30.0)
+    ap.add_argument("--real-sas", type=int, default=3000,
+                    help="valid ESP SAs for the decode measurement in a >= 6.13 UML guest (0: skip)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         kind, netns = args.child[0], args.child[1]
-        if kind == "dump":
+        if kind == "decode":
+            out = child_decode(netns)
+        elif kind == "dump":
             out = child_dump(netns)
         else:
-            out = child_poll(netns, float(args.child[2]), kind == "export", kind != "poll-decode")
+            out = child_poll(netns, float(args.child[2]), kind)
         print(json.dumps(out))
         return 0
     if os.geteuid() != 0:
@@ -219,9 +332,9 @@ def main() -> int:
     results = {"kernel": os.uname().release, "cpus": os.cpu_count()}
     with Netns() as ns:
         results["fill_poll_s"] = round(fill(ns, 0, args.poll_sas), 2)
-        results["poll"] = _child("poll", ns, str(args.poll_seconds))
-        results["poll_decode"] = _child("poll-decode", ns, str(args.poll_seconds))
-        results["export"] = _child("export", ns, str(args.poll_seconds))
+        for kind in ("poll", "poll-changed", "snapshot-json", "export", "export-no-per-sa"):
+            results[kind.replace("-", "_")] = _child(kind, ns, str(args.poll_seconds))
+        results["decode"] = real_sas(args.real_sas, ns)
         results["dump_10k"] = _child("dump", ns)
         if args.dump_sas > args.poll_sas:
             results["fill_dump_s"] = round(fill(ns, args.poll_sas, args.dump_sas), 2)
@@ -244,15 +357,27 @@ def _report(r: dict, args) -> None:
         print(f"{name}: {x['sas']} SAs in {x['wall_s']} s wall / {x['cpu_s']} s CPU "
               f"({x['sas_per_s']} SAs/s), {x['restarts']} restart(s), peak RSS {x['peak_rss_mb']} MB "
               f"(interpreter+imports {x['rss_before_mb']} MB)")
-    for name, x in (("poll 1 Hz", p), ("poll 1 Hz, every SA decoded", r["poll_decode"]),
-                    ("export 1 Hz", e)):
+    for name, x in (("poll 1 Hz, idle SAs", p),
+                    ("poll 1 Hz, every SA changed (decoded)", r["poll_changed"]),
+                    ("xfrm snapshot 1 Hz, every SA changed, + JSON lines", r["snapshot_json"])):
         print(f"{name}: {x['polls']} polls of {args.poll_sas} SAs in {x['seconds']} s: "
               f"{x['cpu_per_poll_ms']} ms CPU/poll (max {x['max_cpu_per_poll_ms']}), "
               f"{x['core_share_pct']} % of one core; RSS {x['rss_after_first_mb']} MB after the "
               f"first poll, {x['rss_mid_mb']} MB half-way, {x['rss_end_mb']} MB at the end "
-              f"(max {x['rss_max_mb']}); "
-              f"{x['decoded']} SA messages decoded")
-
+              f"(max {x['rss_max_mb']}); {x['decoded']} SA messages decoded")
+    for name, x in (("export scrape", e), ("export scrape --no-per-sa", r["export_no_per_sa"])):
+        print(f"{name}: {x['polls']} scrapes of {args.poll_sas} SAs: {x['cpu_per_poll_ms']} ms CPU/scrape "
+              f"(max {x['max_cpu_per_poll_ms']}), {x['scrape_share_pct']} % of one core at a "
+              f"{SCRAPE_INTERVAL:.0f} s scrape interval; exposition {x['what']} bytes; RSS "
+              f"{x['rss_after_first_mb']} -> {x['rss_end_mb']} MB (max {x['rss_max_mb']})")
+    dec = r["decode"]
+    for name, g in (("larval SAs, this kernel", dec["larval"]), ("real ESP SAs, recorded in UML", dec["real"])):
+        if "skipped" in g:
+            print(f"decode, {name}: skipped ({g['skipped']})")
+        else:
+            print(f"decode, {name} ({g['kernel']}): {g['sas']} SAs"
+                  + (f" ({', '.join(g['algos'])}, {g['pcpu_sas']} with SA_PCPU)" if g["algos"] else "")
+                  + f": {g['us_per_sa']} us CPU per SA (best of 30 dumps, every SA decoded)")
 
 if __name__ == "__main__":
     sys.exit(main())
