@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.message import Message
 from textual.widgets import DataTable
@@ -48,17 +49,25 @@ class FindingList(DataTable):
         self.add_column("code", width=5, key="code")
         self.add_column("RFC §", width=19, key="rfc")
         self.add_column("frames", width=9, key="frames")
-        self.add_column("message", key="message")
+        # the message column is sized here, before its rows are added, not by the table's
+        # auto width: that is measured on idle, after a row may already have been painted and
+        # cached at the old width (a row cut to the header's 7 cells under load)
+        self.add_column("message", width=len("message"), key="message")
+
+    def _fit_message(self, findings) -> None:
+        column = self.columns["message"]
+        column.width = max(column.width, max((cell_len(f.message) for f in findings), default=0))
 
     def _row(self, f: Finding) -> tuple:
         style = self.get_component_rich_style(SEV_CLASS[f.severity], partial=True)
         return (Text(f.severity.label, style), Text(f.code, style), f.citation.removeprefix("RFC "),
-                frames_text(f.frames), f.message)
+                frames_text(f.frames), Text(f.message))  # Text: a message is not markup
 
     def add_findings(self, new: list[Finding] | tuple[Finding, ...]) -> None:
         """Append what a worker found since the last batch (cheap: no table rebuild)."""
         base = len(self.findings)
         self.findings += new
+        self._fit_message(new)
         for i, f in enumerate(new, base):
             if self.filter.finding(f, self.snapshot):
                 self.shown.append(f)
@@ -73,6 +82,7 @@ class FindingList(DataTable):
     def refill(self) -> None:
         self.clear()
         self.shown = []
+        self._fit_message(self.findings)
         for i, f in enumerate(self.findings):
             if self.filter.finding(f, self.snapshot):
                 self.shown.append(f)

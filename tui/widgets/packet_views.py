@@ -90,16 +90,20 @@ class PacketList(DataTable):
         self.add_column("Time", width=9, key="time")
         self.add_column("Source", width=15, key="src")
         self.add_column("Destination", width=15, key="dst")
-        self.add_column("Info", key="info")
+        # sized before each row is added, not by the table's auto width (measured on idle,
+        # after a row may have been painted and cached at the old width; see FindingList)
+        self.add_column("Info", width=len("Info"), key="info")
 
     def append(self, msg: IkeMessage) -> None:
         frame = msg.frame.index if msg.frame else len(self.shown) + 1
         ts = msg.frame.ts if msg.frame else 0.0
         if self.t0 is None:
             self.t0 = ts
-        info = message_info(msg)
+        info = Text(message_info(msg))  # Text: never parsed as markup
         if msg.malformed is not None:
-            info = Text(info + f" [Malformed: {msg.malformed}]", "bold red")
+            info = Text(f"{info.plain} [Malformed: {msg.malformed}]", "bold red")
+        column = self.columns["info"]
+        column.width = max(column.width, info.cell_len)
         self.shown.append(msg)
         self.add_row(str(frame), f"{ts - self.t0:.3f}", msg.src or "?", msg.dst or "?", info, key=str(frame))
 
