@@ -52,6 +52,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from xfrm_guest_sas import record_dump  # beside this file
+
 A = "192.0.2.1"  # the host; peers are 198.18.0.0/15 (benchmark range), data only: no traffic
 BATCH = 256
 
@@ -257,28 +259,6 @@ def child_decode(path: str) -> dict:
     return {**meta, "sas": n, "us_per_sa": us}
 
 
-def record_larval(netns: str, out: str) -> None:
-    from dissectors.xfrm import XfrmSocket
-
-    datagrams = []
-    with XfrmSocket(netns) as sock:
-        recv = sock._recv
-
-        def recording():
-            data = recv()
-            datagrams.append(data)
-            return data
-
-        sock._recv = recording
-        sas = sock.dump_sas()
-        seq = sock._seq
-    with open(out, "wb") as f:
-        f.writelines(len(data).to_bytes(4, "little") + data for data in datagrams)
-    Path(out + ".json").write_text(json.dumps({"kernel": os.uname().release, "seq": seq,
-                                               "pcpu_sas": sum(sa.pcpu is not None for sa in sas),
-                                               "algos": []}))
-
-
 def real_sas(n: int, larval_ns: str) -> dict:
     """Decode cost per SA of real SAs (recorded in sid's user-mode-linux >= 6.13, when it is
     in the cache) and of this host's larval SAs, both decoded here in a child process."""
@@ -286,7 +266,7 @@ def real_sas(n: int, larval_ns: str) -> dict:
                  or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "multisa-kernels")
     with tempfile.TemporaryDirectory(prefix="multisa-xfrm-bench-") as tmp:
         larval = os.path.join(tmp, "larval.dump")
-        record_larval(larval_ns, larval)
+        Path(larval + ".json").write_text(json.dumps(record_dump(larval_ns, larval)))
         out = {"larval": _child("decode", larval)}
         if n <= 0:
             out["real"] = {"skipped": "--real-sas 0"}

@@ -20,11 +20,34 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+def record_dump(netns: str | None, out: Path | str) -> dict:
+    """Dump the SAD of ``netns`` once through ``XfrmSocket``, write the kernel's datagrams
+    (each after its 4-byte little-endian length) to ``out``; what the replay needs to know."""
+    from dissectors.xfrm import XfrmSocket
+
+    datagrams = []
+    with XfrmSocket(netns) as sock:
+        recv = sock._recv
+
+        def recording():
+            data = recv()
+            datagrams.append(data)
+            return data
+
+        sock._recv = recording
+        sas = sock.dump_sas()
+        seq = sock._seq
+    with open(out, "wb") as f:
+        f.writelines(len(data).to_bytes(4, "little") + data for data in datagrams)
+    return {"kernel": os.uname().release, "sas": len(sas), "seq": seq,
+            "pcpu_sas": sum(sa.pcpu is not None for sa in sas),
+            "algos": sorted({a.name for sa in sas for a in sa.algos})}
+
+
 def main() -> int:
     from dissectors.esp import EspSa
     from dissectors.iana import EncrId, IntegId
     from dissectors.records import Secret
-    from dissectors.xfrm import XfrmSocket
     from peer.kernel import XfrmWriter
 
     n, out = int(sys.argv[1]), Path(sys.argv[2])
@@ -38,24 +61,7 @@ def main() -> int:
                       pcpu=(None, 0, 1 % cpus)[i % 3] if outbound else None, mode=1,
                       encap=(4500, 4500) if i % 4 == 0 else None, replay_window=0 if outbound else 32)
     writer.close()
-    datagrams = []
-    with XfrmSocket() as sock:
-        recv = sock._recv
-
-        def recording():
-            data = recv()
-            datagrams.append(data)
-            return data
-
-        sock._recv = recording
-        sas = sock.dump_sas()
-        seq = sock._seq
-    with open(out, "wb") as f:
-        f.writelines(len(data).to_bytes(4, "little") + data for data in datagrams)
-    print(json.dumps({"kernel": os.uname().release, "sas": len(sas), "seq": seq,
-                      "pcpu_sas": sum(sa.pcpu is not None for sa in sas),
-                      "algos": sorted({a.name for sa in sas for a in sa.algos}),
-                      "datagrams": len(datagrams)}))
+    print(json.dumps(record_dump(None, out)))
     return 0
 
 
