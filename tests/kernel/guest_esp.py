@@ -9,14 +9,13 @@ throw-away test constants for SAs that live only inside the guest kernel.
 from __future__ import annotations
 
 import os
-import subprocess
 
 import pytest
 
 from analyzer.xfrm_state import counter_delta, parse_ip_xfrm, snapshot_from_kernel
 from dissectors.xfrm import XfrmSocket
 
-from .guestnet import sh, veth_pair
+from .guestnet import sh, udp_round_trips, veth_pair
 
 pytestmark = pytest.mark.skipif(os.environ.get("MULTISA_IN_GUEST") != "1",
                                 reason="runs only inside the UML guest (tests/kernel/uml-run.sh)")
@@ -43,31 +42,9 @@ def esp_pair():
         yield
 
 
-SERVER = """
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("{sun}", 7000)); s.settimeout(10)
-print("ready", flush=True)
-for _ in range({n}):
-    data, peer = s.recvfrom(2048); s.sendto(data, peer)
-"""
-CLIENT = """
-import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
-for i in range({n}):
-    s.sendto(b"multisa %d" % i, ("{sun}", 7000)); s.recvfrom(2048)
-"""
-
-
 def ping(count: int) -> None:
-    """``count`` UDP round trips moon -> sun -> moon, each one ESP packet per direction
-    (the host has no ping binary; this needs only python3)."""
-    server = subprocess.Popen(["ip", "netns", "exec", "sun", "python3", "-c",
-                               SERVER.format(sun=SUN, n=count)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout.readline().strip() == "ready"
-        sh("ip", "netns", "exec", "moon", "python3", "-c", CLIENT.format(sun=SUN, n=count))
-    finally:
-        assert server.wait(timeout=15) == 0
+    """``count`` UDP round trips moon -> sun -> moon, each one ESP packet per direction."""
+    udp_round_trips(count, "moon", "sun", SUN)
 
 
 def test_counters_move_in_our_dump(esp_pair):

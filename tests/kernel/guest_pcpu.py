@@ -14,8 +14,6 @@ import io
 import ipaddress
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -26,7 +24,7 @@ from dissectors.xfrm import XFRM_POLICY_CPU_ACQUIRE, Mode, PolicyDir, SaDir
 from dissectors.esp import EspSa
 from peer.kernel import XfrmWriter
 
-from .guestnet import sh, veth_pair
+from .guestnet import udp_round_trips, veth_pair
 
 pytestmark = pytest.mark.skipif(os.environ.get("MULTISA_IN_GUEST") != "1",
                                 reason="runs only inside the UML guest (tests/kernel/uml-run.sh)")
@@ -76,30 +74,9 @@ def pcpu_pair():
         yield sas
 
 
-SERVER = """
-import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("{sun}", 7000)); s.settimeout(10)
-print("ready", flush=True)
-for _ in range({n}):
-    data, peer = s.recvfrom(2048); s.sendto(data, peer)
-"""
-CLIENT = """
-import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("{moon}", 0)); s.settimeout(5)
-for i in range({n}):
-    s.sendto(b"multisa %d" % i, ("{sun}", 7000)); s.recvfrom(2048)
-"""
-
-
 def echo(count: int) -> None:
     """``count`` UDP round trips between the inner addresses: one ESP packet each way each."""
-    server = subprocess.Popen(["ip", "netns", "exec", "sun", sys.executable, "-c",
-                               SERVER.format(sun=SUN_IN, n=count)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout.readline().strip() == "ready"
-        sh("ip", "netns", "exec", "moon", sys.executable, "-c", CLIENT.format(moon=MOON_IN, sun=SUN_IN, n=count))
-    finally:
-        assert server.wait(timeout=15) == 0
+    udp_round_trips(count, "moon", "sun", SUN_IN, MOON_IN)
 
 
 def multisa(*argv: str) -> str:
