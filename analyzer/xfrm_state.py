@@ -133,15 +133,19 @@ def counter_delta(before: XfrmSaState, after: XfrmSaState) -> dict[str, int]:
 _FLAT: dict[type, tuple[tuple[str, ...], attrgetter]] = {}
 
 
-def _flat(rec) -> dict:
-    """A flat record (no nested records) as a dict: ``dataclasses.asdict`` without its
-    recursive deep copy, ten times faster, which counts at 10,000 SAs a second."""
-    cls = type(rec)
+def _flat_fields(cls: type) -> tuple[tuple[str, ...], attrgetter]:
+    """A record class's field names and one getter of all their values, made once."""
     names_get = _FLAT.get(cls)
     if names_get is None:
         names = tuple(f.name for f in fields(cls))
         names_get = _FLAT[cls] = (names, attrgetter(*names))
-    names, get = names_get
+    return names_get
+
+
+def _flat(rec) -> dict:
+    """A flat record (no nested records) as a dict: ``dataclasses.asdict`` without its
+    recursive deep copy, ten times faster, which counts at 10,000 SAs a second."""
+    names, get = _flat_fields(type(rec))
     return dict(zip(names, get(rec)))
 
 
@@ -195,14 +199,14 @@ def _counters_json(rec) -> str:
     per-call cost (1.5 us, three records per SA per sample). Records whose fields are all
     ``int`` go straight through ``%d``."""
     cls = type(rec)
+    names, get = _flat_fields(cls)
     known = _TEMPLATES.get(cls)
     if known is None:
         all_int = all(f.type == "int" for f in fields(cls))
         fmt = "%d" if all_int else "%s"
-        known = _TEMPLATES[cls] = ("{" + ",".join(f'"{f.name}":{fmt}' for f in fields(cls)) + "}", all_int)
-        _flat(rec)  # fills _FLAT[cls]
+        known = _TEMPLATES[cls] = ("{" + ",".join(f'"{n}":{fmt}' for n in names) + "}", all_int)
     template, all_int = known
-    values = _FLAT[cls][1](rec)
+    values = get(rec)
     return template % (values if all_int else tuple(map(_scalar, values)))
 
 
