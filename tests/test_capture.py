@@ -482,16 +482,20 @@ def test_corrupted_bytes_never_escape_as_traceback(tmp_path):
                 ng_shb() + ng_idb(1) + b"".join(ng_epb(0, i, f) for i, f in enumerate(frames))]
     rng = random.Random(7)
     path = tmp_path / "fuzz"
+    read_whole, refused = 0, 0
     for _ in range(400):
         data = bytearray(rng.choice(captures))
         for _ in range(rng.randint(1, 6)):
             data[rng.randrange(len(data))] = rng.randrange(256)
         path.write_bytes(bytes(data))
-        try:
+        try:  # anything but CaptureError escapes and fails the test
             for _ in iter_datagrams(str(path)):
                 pass
-        except CaptureError:
-            pass
+            read_whole += 1
+        except CaptureError as err:
+            refused += 1
+            assert "\n" not in str(err) and str(err).startswith(f"{path}: "), str(err)
+    assert read_whole and refused  # both outcomes were exercised
 
 
 def test_garbage_empty_and_missing_files(tmp_path):

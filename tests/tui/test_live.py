@@ -66,11 +66,13 @@ def test_live_loopback_demo_shows_groups_and_moving_per_cpu_counters(tmp_path):
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     app = MultisaApp(live=True, iface="lo", keys=[str(out)], peer_status=[str(out / "initiator-status.json")])
     try:
-        watch_live(app, lambda: demo.poll() is not None)
+        history = watch_live(app, lambda: demo.poll() is not None)
     finally:
         if demo.poll() is None:
             demo.terminate()
         demo.wait(timeout=30)
+    assert demo.returncode == 0, demo.stderr.read().decode()[-2000:]
+    assert len(history) > 3 and history[-1], history  # the counters were watched until they stood still
 
 
 @pytest.mark.skipif(shutil.which("ip") is None, reason="iproute2 is not installed")
