@@ -216,10 +216,11 @@ class EspScan:
         for row in self._core.sas():
             (dst, spi, src, encap, esn, packets, nbytes, first_ts, last_ts, first_frame, last_frame,
              first_seq, last_seq, top, replays, gaps, late, reorders, wraps, seq_zero,
-             f_replay, f_gap, f_reorder, f_wrap) = row
+             f_replay, f_gap, f_reorder, f_wrap, lowest) = row
             t = EspSeqTracker(_ip_text(dst), spi, self.window, bool(esn), _ip_text(src), bool(encap))
             t.packets, t.bytes, t.first_ts, t.last_ts = packets, nbytes, first_ts, last_ts
             t.first_frame, t.last_frame, t.first_seq, t.last_seq, t.top = first_frame, last_frame, first_seq, last_seq, top
+            t.lowest = lowest
             t.replays, t.gaps, t.late, t.reorders, t.wraps, t.seq_zero = replays, gaps, late, reorders, wraps, seq_zero
             t.first_replay_frame, t.first_gap_frame = f_replay, f_gap
             t.first_reorder_frame, t.first_wrap_frame = f_reorder, f_wrap

@@ -53,6 +53,7 @@ class EspSeqTracker:
     first_seq: int = 0  # as on the wire (32 bits)
     last_seq: int = 0  # the last packet's number (32 bits), not the highest
     top: int = 0  # highest number seen, extended to 64 bits (ESN high bits or wraps)
+    lowest: int = 0  # lowest number seen, extended likewise (a reordered first packet lowers it)
     replays: int = 0
     gaps: int = 0
     late: int = 0
@@ -81,7 +82,7 @@ class EspSeqTracker:
         if self.packets == 0:
             self.packets = 1
             self.first_ts, self.first_frame, self.first_seq = ts, frame, seq
-            self.top = self._base = seq
+            self.top = self._base = self.lowest = seq
             self._bits = 1 << (seq % self._ring)
             return
         self.packets += 1
@@ -118,6 +119,8 @@ class EspSeqTracker:
             self._bits |= 1 << (full % ring)
             self.top = full
             return
+        if full < self.lowest:
+            self.lowest = full
         off = top - full
         if off >= w:
             self.reorders += 1
@@ -150,7 +153,7 @@ class EspSeqTracker:
             "packets": self.packets, "bytes": self.bytes, "first_frame": self.first_frame,
             "last_frame": self.last_frame, "first_ts": self.first_ts, "last_ts": self.last_ts,
             "first_seq": self.first_seq, "last_seq": self.last_seq, "highest_seq": self.top,
-            "replays": self.replays, "gaps": self.gaps, "late": self.late, "reorders": self.reorders,
+            "lowest_seq": self.lowest, "replays": self.replays, "gaps": self.gaps, "late": self.late, "reorders": self.reorders,
             "wraps": self.wraps, "seq_zero": self.seq_zero,
             "first_replay_frame": self.first_replay_frame, "first_gap_frame": self.first_gap_frame,
             "first_reorder_frame": self.first_reorder_frame, "first_wrap_frame": self.first_wrap_frame,

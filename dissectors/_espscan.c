@@ -40,7 +40,7 @@ typedef struct {
     double first_ts, last_ts;
     uint64_t first_frame, last_frame;
     uint32_t first_seq, last_seq;
-    uint64_t top, base;
+    uint64_t top, base, lowest;
     int64_t gaps;
     uint64_t replays, late, reorders, wraps, seq_zero;
     uint64_t f_replay, f_gap, f_reorder, f_wrap;
@@ -95,7 +95,7 @@ static void sa_observe(Sa *t, uint32_t window, uint32_t seq, uint64_t length, do
     if (t->packets == 0) {
         t->packets = 1;
         t->first_ts = ts; t->first_frame = frame; t->first_seq = seq;
-        t->top = t->base = seq;
+        t->top = t->base = t->lowest = seq;
         memset(t->bits, 0, (ring / 64) * sizeof(uint64_t));
         t->bits[(seq % ring) / 64] |= 1ull << (seq % 64);
         return;
@@ -138,6 +138,7 @@ static void sa_observe(Sa *t, uint32_t window, uint32_t seq, uint64_t length, do
         t->top = full;
         return;
     }
+    if (full < t->lowest) t->lowest = full;
     uint64_t off = top - full;
     uint32_t b = (uint32_t)(full % ring);
     if (off >= window) {
@@ -720,14 +721,14 @@ static PyObject *Scanner_sas(Scanner *s, PyObject *Py_UNUSED(ignored)) {
     for (size_t i = 0; i < s->count; i++) {
         Sa *t = s->order[i];
         PyObject *row = Py_BuildValue(
-            "(y#Iy#iiKKddKKIIKKKKKKKKKKK)", (const char *)t->dst, (Py_ssize_t)t->dlen, t->spi,
+            "(y#Iy#iiKKddKKIIKKKKKKKKKKKK)", (const char *)t->dst, (Py_ssize_t)t->dlen, t->spi,
             (const char *)t->src, (Py_ssize_t)t->slen, (int)t->encap, (int)t->esn,
             (unsigned long long)t->packets, (unsigned long long)t->bytes, t->first_ts, t->last_ts,
             (unsigned long long)t->first_frame, (unsigned long long)t->last_frame, t->first_seq, t->last_seq,
             (unsigned long long)t->top, (unsigned long long)t->replays, (long long)t->gaps,
             (unsigned long long)t->late, (unsigned long long)t->reorders, (unsigned long long)t->wraps,
             (unsigned long long)t->seq_zero, (unsigned long long)t->f_replay, (unsigned long long)t->f_gap,
-            (unsigned long long)t->f_reorder, (unsigned long long)t->f_wrap);
+            (unsigned long long)t->f_reorder, (unsigned long long)t->f_wrap, (unsigned long long)t->lowest);
         if (!row) { Py_DECREF(out); return NULL; }
         PyList_SET_ITEM(out, (Py_ssize_t)i, row);
     }

@@ -121,7 +121,18 @@ def test_window_size_matters():
 
 def test_first_seq_not_one_counts_no_gap_before_it():
     t = track([17, 18, 16, 19])
-    assert (t.first_seq, t.gaps, t.late) == (17, 0, 1)
+    assert (t.first_seq, t.gaps, t.late, t.lowest) == (17, 0, 1, 16)
+
+
+def test_lowest_follows_a_late_first_packet_in_both_engines(tmp_path, c_engine):
+    """Two CPUs sending on one SA: packet 2 reaches the capture before packet 1 (seen in the
+    reference peer's demo). The SA still started at 1: ``lowest_seq``, which MS405 judges."""
+    path = tmp_path / "late-first.pcap"
+    with PcapWriter(str(path), linktype=1) as w:
+        for s in (2, 1, 3, 4):
+            w.write(Ether(**MAC) / IP(src=A4, dst=B4, proto=50) / Raw(esp(0x416A1F1E, s)))
+    (sa,) = same(path)["sas"]
+    assert (sa["first_seq"], sa["lowest_seq"], sa["late"], sa["gaps"]) == (2, 1, 1, 0)
 
 
 def test_wrap_without_esn():

@@ -139,9 +139,11 @@ def esp_sequence_cycled_without_esn(e: EspSaSeen) -> Iterator[Hit]:
       rfc="RFC 4303 §3.3.3", level=Level.MUST, severity=Severity.WARNING, group=ExpertGroup.SEQUENCE)
 def esp_first_sequence_not_one(e: EspSaSeen) -> Iterator[Hit]:
     """## What it does
-    For an SA whose Child SA was negotiated in the capture, flags a first captured packet
-    numbered other than 1 (0 included). SAs negotiated before the capture started are not
-    judged: their first captured packet can have any number.
+    For an SA whose Child SA was negotiated in the capture, flags an SA whose lowest captured
+    sequence number is other than 1 (0 included). The lowest, not the first captured: two
+    CPUs sending on one SA can put packet 2 on the wire (or in the capture) ahead of packet 1.
+    SAs negotiated before the capture started are not judged: their first captured packet can
+    have any number.
 
     ## Why is this bad?
     RFC 4303 §3.3.3: the counter starts at 0 and "the first packet sent using a given SA will
@@ -149,15 +151,15 @@ def esp_first_sequence_not_one(e: EspSaSeen) -> Iterator[Hit]:
     sender reusing a counter across SAs.
 
     ## Example
-    Bad: CREATE_CHILD_SA in frame 9, first ESP on its SPI numbered 17.
-    Good: the first ESP on the new SPI is number 1.
+    Bad: CREATE_CHILD_SA in frame 9, the ESP on its SPI numbered 17, 18, 19, ...
+    Good: the ESP on the new SPI starts at number 1 (2, 1, 3, ... from two CPUs is fine).
     """
     t, child = e.sa.tracker, e.sa.child
     if child is None or child.created is None or t.first_frame < child.created.index:
         return
-    if t.first_seq != 1:
-        yield Hit(f"{_sa(e)}: first packet after the Child SA was created (frame {child.created.index}) "
-                  f"is number {t.first_seq}, not 1")
+    if t.lowest != 1:
+        yield Hit(f"{_sa(e)}: lowest packet number after the Child SA was created (frame "
+                  f"{child.created.index}) is {t.lowest}, not 1")
 
 
 @rule(code="MS410", name="esp-unknown-spi",
