@@ -1,11 +1,13 @@
 """The ESP pass: IKE groups and ESP sequence numbers from one streaming read of a capture.
 
-``analyze_esp(path, keys)`` drives ``EspScan`` (ESP into C or Python trackers, everything
-else out), feeds the IKE messages among the rest to the group ``Analyzer`` (issue 4's
-``analyzer.state``) and, with ``decrypt=True``, decrypts ESP with ``esp_sa`` keys or keys
-derived from SK_d (``analyzer.esp_keys``). At the end it attaches each ESP SA to its Child SA
-and group, sets the Child SAs' packet counters (so the group rules such as MS304 see them)
-and runs the MS4xx rules (``analyzer/rules/esp.py``) through the same registry.
+``analyze_esp(path, keys)`` runs a capture through the one engine, ``analyzer.session.Session``:
+``EspScan`` (ESP into C or Python trackers, everything else out) feeds the IKE messages
+among the rest to the group ``Analyzer`` (issue 4's ``analyzer.state``) and, with
+``decrypt=True``, ESP is decrypted with ``esp_sa`` keys or keys derived from SK_d
+(``analyzer.esp_keys``). At the end each ESP SA is attached to its Child SA and group
+(``_attach``), the Child SAs' packet counters are set (so the group rules such as MS304 see
+them) and the MS4xx rules (``analyzer/rules/esp.py``) run through the same registry. This
+module keeps the result type and the per-SA helpers the session uses.
 
 ``multisa lint`` runs it through ``analyzer.pipeline.analyze_capture`` (several captures in
 worker processes with ``--jobs``); ``multisa esp`` calls it directly.
@@ -113,83 +115,12 @@ def analyze_esp(path: str | os.PathLike[str], keys: KeyStore | None = None, sett
                 esp_settings: EspSettings | None = None, *, decrypt: bool = False, engine: str = "auto",
                 rules: Iterable[Rule] | None = None,
                 progress: Callable[[int, int], None] | None = None) -> EspResult:
-    """One pass over ``path``: groups, ESP trackers, optional decryption, IKE + MS4xx findings."""
-    keys = keys or KeyStore()
-    settings = settings or Settings()
-    esp_settings = esp_settings or EspSettings()
-    path = os.fspath(path)
-    analyzer = Analyzer(settings, rules if rules is not None else _esp_rules_selected(settings), source=path)
-    scan = EspScan(path, esp_settings.window, "python" if decrypt else engine)
-    deriver = ChildKeyDeriver(keys)
-    decryptor = _Decryptor(deriver, scan) if decrypt else None
-    if decryptor is not None:
-        scan.on_esp = decryptor
-    findings: list[Finding] = []
-    error = None
-    esn_known: set[int] = set()
-    children_seen = 0
-    if progress is not None:
-        progress(0, scan.size)
-        scan.on_progress = lambda: progress(scan.bytes_read, scan.size)
-    try:
-        for msg in ike_messages(scan.datagrams(), keys):
-            findings += analyzer.feed(msg)
-            deriver.feed(msg)
-            children = [c for g in analyzer.groups() for c in g.children]
-            if len(children) != children_seen:
-                children_seen = len(children)
-                for c in children:
-                    if c.esn:
-                        for spi in (c.spi_in, c.spi_out):
-                            if spi and len(spi) == 4 and int.from_bytes(spi, "big") not in esn_known:
-                                esn_known.add(int.from_bytes(spi, "big"))
-                                scan.set_esn(int.from_bytes(spi, "big"))
-    except CaptureError as err:
-        error = str(err)
-    except OSError as err:
-        error = f"{path}: {err.strerror or err}"
-    if progress is not None:
-        progress(scan.size, scan.size)
+    """One pass over ``path`` through the one engine (``analyzer.session.Session``): groups,
+    ESP trackers, optional decryption, IKE + MS4xx findings."""
+    from .session import analyze
 
-    sas, groups, esp_findings = judge_esp(analyzer, scan, esp_settings, deriver, decryptor)
-    findings += esp_findings
-    findings += analyzer.finish()
-    return EspResult(path, analyzer, sas, groups, scan.esp, scan.engine, findings, error, scan.stats.frames,
-                     scan.stats)
-
-
-def judge_esp(analyzer: Analyzer, scan: EspScan, esp_settings: EspSettings,
-              deriver: ChildKeyDeriver | None = None, decryptor: _Decryptor | None = None,
-              counted: bool = False) -> tuple[list[EspSaView], list[ChildSaGroup], list[Finding]]:
-    """After a pass: the ESP SAs held against the groups, and the MS4xx findings (per SA, then
-    per group). ``counted``: the analyzer already counted ESP per Child SA (``feed_esp``, as
-    the TUI does while loading), so the trackers' packets are not added again."""
-    views = _views(scan, decryptor, scan.path)
-    groups = list(analyzer.groups())
-    sas = _attach(analyzer, views, groups, deriver)
-    if not counted:  # the group rules of issue 4 (MS304) read the Child SAs' ESP counters
-        for v in sas:
-            c = v.child
-            if c is None:
-                continue
-            if v.direction == "R->I":
-                c.esp_in += v.tracker.packets
-            else:
-                c.esp_out += v.tracker.packets
-            c.esp_last = max(c.esp_last or 0.0, v.tracker.last_ts)
-        analyzer.esp_packets += sum(v.tracker.packets for v in sas)
-    # MS410 can only judge SPIs when every IKE exchange of the capture was readable
-    any_ike = bool(analyzer.lineages) and not any(
-        ike.undecrypted or ike.integrity_failures for ike in analyzer.ike_sas.values()) and not any(
-        lin.unknown_exchanges or lin.partial for lin in analyzer.lineages)
-    findings: list[Finding] = []
-    for v in sas:
-        ike = v.group.lineage.current if v.group is not None else None
-        findings += analyzer._emit(EspSaSeen(v, ike, v.group, esp_settings, any_ike))
-    for g in groups:
-        members = tuple(v for v in sas if v.group is g)
-        findings += analyzer._emit(EspGroupSeen(g, g.lineage.current, members, esp_settings))
-    return sas, groups, findings
+    return analyze(path, keys, settings, esp_settings, decrypt=decrypt, engine=engine, rules=rules,
+                   progress=progress)
 
 
 def _views(scan: EspScan, decryptor: _Decryptor | None, path: str) -> list[EspSaView]:

@@ -149,19 +149,14 @@ class CaptureContext:
     def __init__(self, paths: list[str], keys, settings) -> None:
         from . import rules as registry
         from .pipeline import analyze_capture, evaluated
-        from .xfrm_correlate import wire_sequence, xfrm_rules
+        from .xfrm_correlate import xfrm_rules
 
         selected = evaluated(registry.select(settings.select, settings.ignore))
         self.settings = settings
         self.results = [analyze_capture(p, keys, settings, selected) for p in paths]
         self.errors = [r.error for r in self.results if r.error]
         self.rules = xfrm_rules(settings)
-        self.wires = []
-        for r in self.results:
-            try:
-                self.wires.append(wire_sequence(r.path))
-            except Exception:  # noqa: BLE001 - a damaged capture: MS506 says it has no wire
-                self.wires.append(None)
+        self.wires = [r.wire for r in self.results]  # the same pass: the capture is read once
 
     def metrics(self, snaps: list[XfrmSnapshot]) -> list:
         from .xfrm_correlate import correlate

@@ -1,6 +1,6 @@
 """From a capture file to an ``Analyzer`` full of state and findings (the I/O edge).
 
-One pass, streaming (``analyzer.esp_analysis.analyze_esp``): IKE datagrams go through the
+One pass, streaming, through the one engine (``analyzer.session.Session``): IKE datagrams go through the
 IKEv2 dissector (decrypting with the user's keys) into the group ``Analyzer``; ESP
 datagrams (IP protocol 50, or ESP-in-UDP on 4500 per RFC 3948) go to per-SA sequence
 trackers (in C when ``dissectors._espscan`` is built) without becoming Python objects. At
@@ -43,6 +43,18 @@ class CaptureResult:
     findings: list[Finding] = field(default_factory=list)
     error: str | None = None  # why the capture could not be read to its end
     esp: object | None = None  # the ESP pass's ``EspResult`` (per-SA trackers, counters)
+
+    @property
+    def wire(self) -> dict[int, int] | None:
+        """Highest ESP sequence number per SPI (the kernel XFRM rules, MS506), from the same
+        pass; None when the capture could not be read to its end."""
+        if self.esp is None or self.error:
+            return None
+        out: dict[int, int] = {}
+        for v in self.esp.sas:
+            t = v.tracker
+            out[t.spi] = max(out.get(t.spi, 0), t.top)
+        return out
 
     @property
     def problems(self) -> dict[str, int]:

@@ -346,7 +346,6 @@ def lint_with_xfrm(results, specs: Sequence[str], settings) -> tuple[list, list[
     """``multisa lint --xfrm``: correlate every capture result with every snapshot; the
     findings go into the results. Returns (the MS5xx rules that ran, notes). Raises
     ``ValueError`` with a one-line message for an unreadable snapshot."""
-    from dissectors.capture import CaptureError
     from dissectors.xfrm import XfrmError
 
     from .xfrm_state import XfrmImportError
@@ -363,10 +362,7 @@ def lint_with_xfrm(results, specs: Sequence[str], settings) -> tuple[list, list[
     notes: list[str] = []
     sev = getattr(settings, "rule_severity", {}).get
     for result in results:
-        try:
-            wire = wire_sequence(result.path)
-        except (CaptureError, OSError):
-            wire = None
+        wire = result.wire  # the lint pass's own trackers: the capture is read once
         lineages = list(result.analyzer.lineages)
         for label, series in loaded:
             corr = correlate(lineages, series, label, wire, rules, severity_of=sev)

@@ -2,7 +2,8 @@
 
 Sources run in workers and only post messages (``tui.messages``):
 
-* a capture file: ``load_capture`` (thread) streams datagrams into an ``AnalysisSession`` and
+* a capture file: ``load_capture`` (thread) streams datagrams into the engine (``AnalysisView``
+  around ``analyzer.session.Session``) and
   publishes every ``PUBLISH_EVERY`` seconds, so the views fill (and can be browsed) while the
   file is still being read, with progress in the status line;
 * live: ``capture_loop`` (dumpcap/scapy), ``xfrm_poll`` (exclusive group ``xfrm-poll``,
@@ -38,7 +39,7 @@ from .screens.findings import FindingsScreen
 from .screens.groups import GroupsScreen
 from .screens.help import ExportScreen, HelpScreen, RuleHelpScreen
 from .screens.packets import PacketScreen
-from .session import MAX_MESSAGES, AnalysisSession, Progress, file_position
+from .feed import MAX_MESSAGES, AnalysisView, Progress, file_position
 from .view import FindingFilter, Snapshot
 
 PUBLISH_EVERY = 0.3  # seconds between batches while a file loads
@@ -142,8 +143,8 @@ class MultisaApp(App):
 
     # --- workers -------------------------------------------------------------------------
 
-    def _session(self, source: str, live: bool) -> AnalysisSession:
-        session = AnalysisSession(source, self.keys, self.settings, live=live)
+    def _session(self, source: str, live: bool) -> AnalysisView:
+        session = AnalysisView(source, self.keys, self.settings, live=live)
         for p in session.key_problems:
             self.post_message(SourceProblem("keys", p))
         return session
@@ -155,7 +156,7 @@ class MultisaApp(App):
         session = self._session(path, live=False)
         self._load_side_files(session)
         progress = Progress(os.path.basename(path))
-        scan = session.esp_scan(path)  # ESP packets go to session.feed from inside the scan
+        scan = session.scan  # the engine's one pass: ESP settled inside it, the rest to feed
         stats = scan.stats
         last = time.monotonic()
         error = None
@@ -173,20 +174,20 @@ class MultisaApp(App):
             error = str(err)
         except OSError as err:
             error = f"{path}: {err.strerror or err}"
-        session.finish(scan)
+        session.finish()
         progress.done, progress.error = True, error
         self._progress(progress, session, stats, 1.0)
         self.post_message(AnalysisPublished(session.publish(progress)))
         self.post_message(LoadFinished(error))
 
     @staticmethod
-    def _progress(progress: Progress, session: AnalysisSession, stats: CaptureStats, fraction) -> None:
+    def _progress(progress: Progress, session: AnalysisView, stats: CaptureStats, fraction) -> None:
         progress.frames = stats.frames
         progress.ike = session.analyzer.messages
-        progress.esp = session.analyzer.esp_packets
+        progress.esp = session.scan.esp.esp
         progress.fraction = fraction
 
-    def _load_side_files(self, session: AnalysisSession) -> None:
+    def _load_side_files(self, session: AnalysisView) -> None:
         from analyzer.xfrm_state import XfrmImportError, load_series
 
         from .live import LiveProblem, read_peer_status
@@ -231,7 +232,7 @@ class MultisaApp(App):
                     self.post_message(EspCountersUpdated(pub.snapshot))
 
     @staticmethod
-    def _consume(session: AnalysisSession, kind: str, item) -> None:
+    def _consume(session: AnalysisView, kind: str, item) -> None:
         if kind == "datagram":
             session.feed(item)
         elif kind == "xfrm":

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
-from .session import Published
+from .feed import Published
 from .view import Snapshot
 
 

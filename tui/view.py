@@ -196,7 +196,7 @@ class LineageRow:
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     lineages: tuple[LineageRow, ...] = ()
-    progress: object | None = None  # tui.session.Progress (a copy)
+    progress: object | None = None  # tui.feed.Progress (a copy)
     messages: int = 0
     esp_packets: int = 0
     findings: int = 0

@@ -268,7 +268,7 @@ async def test_long_capture_is_browsable_with_progress_before_the_end(tmp_path, 
 
 def test_counter_updates_coalesce():
     from tui.messages import AnalysisPublished, EspCountersUpdated
-    from tui.session import Published
+    from tui.feed import Published
     from tui.view import Snapshot
 
     a, b = EspCountersUpdated(Snapshot()), EspCountersUpdated(Snapshot())
