@@ -88,12 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="tshark: the same JSON from tshark via pyshark, to cross-check")
     show.set_defaults(func=cmd_show)
 
-    from analyzer import commands, esp_commands, xfrm_commands
+    from analyzer import commands, esp_commands, monitor, xfrm_commands
     from peer import cli as peer_cli
     from tui import commands as tui_commands
 
     commands.register(sub)
     esp_commands.register(sub)
+    monitor.register(sub)
     xfrm_commands.register(sub)
     tui_commands.register(sub)
     peer_cli.register(sub)

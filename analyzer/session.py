@@ -21,9 +21,9 @@ Live (``live=True``): the ESP sequence rules are judged as packets arrive. A fin
 reported once per SA and rule, as soon as it is certain: a replay (MS401), a reorder beyond
 the window (MS403), a wrap without ESN (MS404) or an ICV failure (MS420) with the packet
 that shows it; a gap (MS402) once the window moved past the missing number (a late packet can
-no longer fill it); ESP after a Delete (MS411) with the packet; ESP before its Child SA was
+no longer fill it) or the number stayed missing ``settle_seconds``; ESP after a Delete (MS411) with the packet; ESP before its Child SA was
 created (MS412) with the response that created it; an SA whose lowest number is not 1
-(MS405) or an SPI no IKE exchange negotiated (MS410) ``settle_seconds`` (1 s) after its first
+(MS405) or an SPI no IKE exchange negotiated (MS410) ``settle_seconds`` (0.5 s) after its first
 packet. ``finish`` then adds only what was not reported yet (the message counts are those of
 the moment a finding was judged). The group rules about traffic over time (MS304, MS413-MS415)
 are judged by ``tick`` over the last ``group_window`` seconds (default 60) in live mode, once
@@ -59,7 +59,7 @@ from .state import Analyzer
 
 #: Live: seconds after an SA's first packet before "lowest number is not 1" (MS405) and
 #: "unknown SPI" (MS410) are judged (a reordered packet 1, or the IKE response, may follow).
-SETTLE_SECONDS = 1.0
+SETTLE_SECONDS = 0.5
 #: Live: the group rules about traffic over time judge the last this many seconds.
 GROUP_WINDOW = 60.0
 #: Codes judged per packet / per SA as soon as the counter that proves them is non-zero.
@@ -197,11 +197,11 @@ class Session:
         if not self.live or self.finished:
             return []
         out: list[Finding] = []
-        for key, v in list(self._pending.items()):
+        for v in list(self._pending.values()):
             out += self._judge_sa(v)
         out += self._judge_groups()
         self._found(out)
-        return out
+        return self._take()
 
     def finish(self) -> list[Finding]:
         """End of input: the ESP SA and group rules, then the IKE end-of-capture rules (once)."""
@@ -215,9 +215,8 @@ class Session:
         if self.live:
             ike = [f for f in ike if self._first_report(f)]
         self.sas, self.groups = sas, groups
-        out = esp + ike
-        self._found(out)
-        return out
+        self._found(esp + ike)
+        return self._take()
 
     def run_file(self, progress: Callable[[int, int], None] | None = None) -> EspResult:
         """File mode: read the capture once (ESP settled by the scan loop), then ``finish``."""
@@ -317,19 +316,20 @@ class Session:
             self.esp_decryptor(d, payload, spi, tracker)
         if self.on_esp_packet is not None:
             self.on_esp_packet(d)
-        if not self.live:
-            return
         key = (tracker.dst, spi)
         v = self.views.get(key)
         if v is None:
             v = self.views[key] = EspSaView(tracker, self.source)
         v.tracker = tracker
-        t = tracker
-        times = v.__dict__.setdefault("times", {}) if hasattr(v, "__dict__") else None
-        if times is not None:  # packet times of the frames findings point at
-            for name in ("first_replay_frame", "first_gap_frame", "first_reorder_frame", "first_wrap_frame"):
-                if getattr(t, name) == d.frame.index:
-                    times[d.frame.index] = d.frame.ts
+        t, index = tracker, d.frame.index
+        if index in (t.first_replay_frame, t.first_gap_frame, t.first_reorder_frame, t.first_wrap_frame):
+            v.__dict__.setdefault("times", {})[index] = d.frame.ts  # the time of a frame findings name
+        if not self.live:
+            return
+        if t.gaps > 0:
+            v.__dict__.setdefault("gap_since", d.frame.ts)
+        else:
+            v.__dict__.pop("gap_since", None)
         self._pending[key] = v
         self._found(self._judge_sa(v))
 
@@ -342,8 +342,9 @@ class Session:
             due.discard("MS404")
         if v.icv_failures:
             due.add("MS420")
-        if t.gaps and _certain_gaps(t) > 0:
-            due.add("MS402")
+        if t.gaps > 0 and (self.now - v.__dict__.get("gap_since", self.now) >= self.settle_seconds
+                           or _certain_gaps(t) > 0):
+            due.add("MS402")  # the window moved past the missing number, or it stayed missing 1 s
         child = self.analyzer.child_by_spi(t.spi)
         settled = self.now - t.first_ts >= self.settle_seconds
         if child is not None:
