@@ -465,6 +465,64 @@ class ChildSaGroup:
     pruned: int = 0
     refused: int = 0  # refusals ever, including dropped ones
     ts_max_queue_seen: bool = False
+    # An index of ``children`` kept by ``add``/``remove`` (what ``Analyzer`` uses), so that the
+    # queries below cost the live SAs, not the history: ``_live`` holds the SAs not yet seen
+    # inactive (pruned lazily), ``_fallbacks`` those with role fallback, ``_per_resource`` counts
+    # per-resource SAs. It is trusted only while ``children`` has the length ``add``/``remove``
+    # left it (``_indexed``); a list changed by hand is rescanned.
+    _live: dict[ChildSa, None] = field(default_factory=dict, repr=False)
+    _fallbacks: list[ChildSa] = field(default_factory=list, repr=False)
+    _per_resource: int = field(default=0, repr=False)
+    _deleted: int = field(default=0, repr=False)
+    _indexed: int = field(default=0, repr=False)
+
+    def add(self, child: ChildSa) -> None:
+        """Append a new Child SA (its ``role`` already set)."""
+        self._index()
+        self.children.append(child)
+        self._live[child] = None
+        if child.role == "fallback":
+            self._fallbacks.append(child)
+        if child.per_resource:
+            self._per_resource += 1
+        if child.deleted is not None:
+            self._deleted += 1
+        self._indexed = len(self.children)
+
+    def deleted_now(self, child: ChildSa) -> None:
+        """``child`` (of this group) just got its ``deleted`` frame."""
+        self._index()
+        self._deleted += 1
+
+    @property
+    def deleted_count(self) -> int:
+        """Child SAs of ``children`` with a Delete."""
+        self._index()
+        return self._deleted
+
+    def remove(self, dropped: list[ChildSa]) -> None:
+        """Drop ``dropped`` (children of this group) from ``children``, in place."""
+        self._index()
+        children = self.children
+        for c in dropped:
+            del children[children.index(c)]  # ChildSa compares by identity: a C-level search
+            self._live.pop(c, None)
+            if c.per_resource:
+                self._per_resource -= 1
+            if c.deleted is not None:
+                self._deleted -= 1
+        if any(c.role == "fallback" for c in dropped):
+            gone = {id(c) for c in dropped}
+            self._fallbacks = [c for c in self._fallbacks if id(c) not in gone]
+        self._indexed = len(children)
+
+    def _index(self) -> None:
+        if self._indexed != len(self.children):
+            self._live = dict.fromkeys(c for c in self.children if c.active)
+            self._fallbacks = [c for c in self.children if c.role == "fallback"]
+            self._per_resource = sum(1 for c in self.children if c.per_resource)
+            self._deleted = sum(1 for c in self.children if c.deleted is not None)
+            self._indexed = len(self.children)
 
     @property
     def key(self) -> tuple[TsSet, TsSet]:
@@ -477,14 +535,13 @@ class ChildSaGroup:
     @property
     def fallback(self) -> ChildSa | None:
         """The current generation of the initial SA, if it was seen being negotiated."""
-        for c in reversed(self.children):
-            if c.role == "fallback":
-                return c
-        return None
+        self._index()
+        return self._fallbacks[-1] if self._fallbacks else None
 
     @property
     def fallbacks(self) -> list[ChildSa]:
-        return [c for c in self.children if c.role == "fallback"]
+        self._index()
+        return list(self._fallbacks)
 
     @property
     def members(self) -> list[ChildSa]:
@@ -504,11 +561,23 @@ class ChildSaGroup:
 
     @property
     def active(self) -> list[ChildSa]:
-        return [c for c in self.children if c.active]
+        self._index()
+        live = self._live
+        gone = [c for c in live if not c.active]  # rekeyed or deleted since the last call
+        for c in gone:
+            del live[c]
+        return list(live)
 
     @property
     def uses_resource_info(self) -> bool:
-        return any(c.per_resource for c in self.children)
+        self._index()
+        return self._per_resource > 0
+
+    @property
+    def per_resource_count(self) -> int:
+        """Child SAs of the group negotiated with SA_RESOURCE_INFO both ways."""
+        self._index()
+        return self._per_resource
 
     def resource_ids_sent(self, side: Side) -> set[bytes]:
         """Distinct non-empty resource ids ``side`` sent for this group's SAs."""
@@ -521,3 +590,4 @@ class ChildSaGroup:
         return {rid for c in self.children
                 if c.created_by is side and c.rekey_of is None and c.rekey_of_spi is None
                 and (rid := c.resource_id(side))}
+
