@@ -135,9 +135,9 @@ def analyze_esp(path: str | os.PathLike[str], keys: KeyStore | None = None, sett
         for msg in ike_messages(scan.datagrams(), keys):
             findings += analyzer.feed(msg)
             deriver.feed(msg)
-            children = [c for g in analyzer.groups() for c in g.children]
-            if len(children) != children_seen:
-                children_seen = len(children)
+            if analyzer.new_children:
+                children = analyzer.new_children
+                analyzer.new_children = []
                 for c in children:
                     if c.esn:
                         for spi in (c.spi_in, c.spi_out):
