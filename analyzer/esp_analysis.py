@@ -127,7 +127,6 @@ def analyze_esp(path: str | os.PathLike[str], keys: KeyStore | None = None, sett
     findings: list[Finding] = []
     error = None
     esn_known: set[int] = set()
-    children_seen = 0
     if progress is not None:
         progress(0, scan.size)
         scan.on_progress = lambda: progress(scan.bytes_read, scan.size)
