@@ -128,7 +128,27 @@ TsSet = tuple[TrafficSelector, ...]
 
 def ts_text(selectors: TsSet) -> str:
     """``198.51.100.0/24`` for a whole-prefix range with any protocol and port, else detail."""
-    return ",".join(_selector_text(s) for s in selectors) or "(none)"
+    text = _TS_TEXT.get(selectors)
+    if text is None:  # memoised (bounded): group labels are asked for on every Child SA message
+        if len(_TS_TEXT) >= _MEMO_MAX:
+            _TS_TEXT.clear()
+        text = _TS_TEXT[selectors] = ",".join(_selector_text(s) for s in selectors) or "(none)"
+    return text
+
+
+_MEMO_MAX = 4096
+_TS_TEXT: dict[TsSet, str] = {}
+_IP: dict[str, ipaddress.IPv4Address | ipaddress.IPv6Address] = {}
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """``ipaddress.ip_address(text)``, memoised (bounded); ValueError as it raises."""
+    addr = _IP.get(text)
+    if addr is None:
+        if len(_IP) >= _MEMO_MAX:
+            _IP.clear()
+        addr = _IP[text] = ipaddress.ip_address(text)
+    return addr
 
 
 def _selector_text(s: TrafficSelector) -> str:
@@ -160,8 +180,8 @@ def selector_covers(outer: TrafficSelector, inner: TrafficSelector) -> bool:
     if not (outer.start_port <= inner.start_port and inner.end_port <= outer.end_port):
         return False
     try:
-        o1, o2 = ipaddress.ip_address(outer.start_address), ipaddress.ip_address(outer.end_address)
-        i1, i2 = ipaddress.ip_address(inner.start_address), ipaddress.ip_address(inner.end_address)
+        o1, o2 = _ip(outer.start_address), _ip(outer.end_address)
+        i1, i2 = _ip(inner.start_address), _ip(inner.end_address)
     except ValueError:
         return False
     return o1 <= i1 and i2 <= o2
@@ -185,8 +205,8 @@ def _selectors_overlap(x: TrafficSelector, y: TrafficSelector) -> bool:
     if x.end_port < y.start_port or y.end_port < x.start_port:
         return False
     try:
-        x1, x2 = ipaddress.ip_address(x.start_address), ipaddress.ip_address(x.end_address)
-        y1, y2 = ipaddress.ip_address(y.start_address), ipaddress.ip_address(y.end_address)
+        x1, x2 = _ip(x.start_address), _ip(x.end_address)
+        y1, y2 = _ip(y.start_address), _ip(y.end_address)
     except ValueError:
         return False
     return not (x2 < y1 or y2 < x1)
