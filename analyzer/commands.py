@@ -123,8 +123,16 @@ def cmd_lint(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise _usage_error(str(err)) from None
     keys = _keys(args.keys)
-    results = analyze_captures([(path, keys, capture_settings(args, path, settings), selected)
-                                for path in args.captures], jobs=getattr(args, "jobs", 1) or 1)
+    jobs_list = [(path, keys, capture_settings(args, path, settings), selected) for path in args.captures]
+    if getattr(args, "scheduler", None):  # a Dask cluster (analyzer.cluster)
+        from .cluster import ClusterError, analyze_on_cluster
+
+        try:
+            results = analyze_on_cluster(jobs_list, args.scheduler)
+        except ClusterError as err:
+            raise _usage_error(str(err)) from None
+    else:
+        results = analyze_captures(jobs_list, jobs=getattr(args, "jobs", 1) or 1)
     if getattr(args, "xfrm", None):  # MS5xx: kernel XFRM snapshots (analyzer.xfrm_correlate)
         from .xfrm_correlate import lint_with_xfrm
 
@@ -232,6 +240,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     lint.add_argument("--exit-zero", action="store_true", help="exit 0 even when there are findings")
     lint.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
                       help="analyze N captures at a time in worker processes (default 1)")
+    lint.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                      help="run the captures on this Dask distributed scheduler's workers "
+                           "(pip install 'multisa[dask]'; each worker must read the captures at "
+                           "these paths; keys travel with the tasks)")
     lint.add_argument("--config", metavar="FILE",
                       help="settings file (multisa.toml or pyproject.toml); default: the nearest one "
                       "(and, for rule thresholds, the one nearest to each capture)")

@@ -98,16 +98,29 @@ class EspGroupSeen:
     ike: IkeSa | None
     sas: tuple[EspSaView, ...]
     settings: EspSettings
+    # packets per Child SA and the group's last packet time, computed once (the rules ask per
+    # member: a scan of ``sas`` each time made a group of n members cost n²)
+    _packets: dict = field(init=False, repr=False, compare=False)
+    _end: float | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        packets: dict[int, int] = {}
+        for v in self.sas:
+            if v.child is not None:
+                packets[id(v.child)] = packets.get(id(v.child), 0) + v.tracker.packets
+        object.__setattr__(self, "_packets", packets)
+        object.__setattr__(self, "_end", max((v.tracker.last_ts for v in self.sas if v.tracker.packets),
+                                             default=None))
 
     def packets_of(self, child: ChildSa) -> int:
-        return sum(v.tracker.packets for v in self.sas if v.child is child)
+        return self._packets.get(id(child), 0)
 
     def idle(self, child: ChildSa) -> bool:
         """``child`` carried no packet although it existed ``idle_seconds`` while its group
         carried traffic (until its Delete, if deleted)."""
         if self.packets_of(child) or child.created is None:
             return False
-        end = max((v.tracker.last_ts for v in self.sas if v.tracker.packets), default=None)
+        end = self._end
         if end is None:
             return False
         if child.deleted is not None:

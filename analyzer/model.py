@@ -128,7 +128,27 @@ TsSet = tuple[TrafficSelector, ...]
 
 def ts_text(selectors: TsSet) -> str:
     """``198.51.100.0/24`` for a whole-prefix range with any protocol and port, else detail."""
-    return ",".join(_selector_text(s) for s in selectors) or "(none)"
+    text = _TS_TEXT.get(selectors)
+    if text is None:  # memoised (bounded): group labels are asked for on every Child SA message
+        if len(_TS_TEXT) >= _MEMO_MAX:
+            _TS_TEXT.clear()
+        text = _TS_TEXT[selectors] = ",".join(_selector_text(s) for s in selectors) or "(none)"
+    return text
+
+
+_MEMO_MAX = 4096
+_TS_TEXT: dict[TsSet, str] = {}
+_IP: dict[str, ipaddress.IPv4Address | ipaddress.IPv6Address] = {}
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """``ipaddress.ip_address(text)``, memoised (bounded); ValueError as it raises."""
+    addr = _IP.get(text)
+    if addr is None:
+        if len(_IP) >= _MEMO_MAX:
+            _IP.clear()
+        addr = _IP[text] = ipaddress.ip_address(text)
+    return addr
 
 
 def _selector_text(s: TrafficSelector) -> str:
@@ -160,8 +180,8 @@ def selector_covers(outer: TrafficSelector, inner: TrafficSelector) -> bool:
     if not (outer.start_port <= inner.start_port and inner.end_port <= outer.end_port):
         return False
     try:
-        o1, o2 = ipaddress.ip_address(outer.start_address), ipaddress.ip_address(outer.end_address)
-        i1, i2 = ipaddress.ip_address(inner.start_address), ipaddress.ip_address(inner.end_address)
+        o1, o2 = _ip(outer.start_address), _ip(outer.end_address)
+        i1, i2 = _ip(inner.start_address), _ip(inner.end_address)
     except ValueError:
         return False
     return o1 <= i1 and i2 <= o2
@@ -185,8 +205,8 @@ def _selectors_overlap(x: TrafficSelector, y: TrafficSelector) -> bool:
     if x.end_port < y.start_port or y.end_port < x.start_port:
         return False
     try:
-        x1, x2 = ipaddress.ip_address(x.start_address), ipaddress.ip_address(x.end_address)
-        y1, y2 = ipaddress.ip_address(y.start_address), ipaddress.ip_address(y.end_address)
+        x1, x2 = _ip(x.start_address), _ip(x.end_address)
+        y1, y2 = _ip(y.start_address), _ip(y.end_address)
     except ValueError:
         return False
     return not (x2 < y1 or y2 < x1)
@@ -465,6 +485,64 @@ class ChildSaGroup:
     pruned: int = 0
     refused: int = 0  # refusals ever, including dropped ones
     ts_max_queue_seen: bool = False
+    # An index of ``children`` kept by ``add``/``remove`` (what ``Analyzer`` uses), so that the
+    # queries below cost the live SAs, not the history: ``_live`` holds the SAs not yet seen
+    # inactive (pruned lazily), ``_fallbacks`` those with role fallback, ``_per_resource`` counts
+    # per-resource SAs. It is trusted only while ``children`` has the length ``add``/``remove``
+    # left it (``_indexed``); a list changed by hand is rescanned.
+    _live: dict[ChildSa, None] = field(default_factory=dict, repr=False)
+    _fallbacks: list[ChildSa] = field(default_factory=list, repr=False)
+    _per_resource: int = field(default=0, repr=False)
+    _deleted: int = field(default=0, repr=False)
+    _indexed: int = field(default=0, repr=False)
+
+    def add(self, child: ChildSa) -> None:
+        """Append a new Child SA (its ``role`` already set)."""
+        self._index()
+        self.children.append(child)
+        self._live[child] = None
+        if child.role == "fallback":
+            self._fallbacks.append(child)
+        if child.per_resource:
+            self._per_resource += 1
+        if child.deleted is not None:
+            self._deleted += 1
+        self._indexed = len(self.children)
+
+    def deleted_now(self, child: ChildSa) -> None:
+        """``child`` (of this group) just got its ``deleted`` frame."""
+        self._index()
+        self._deleted += 1
+
+    @property
+    def deleted_count(self) -> int:
+        """Child SAs of ``children`` with a Delete."""
+        self._index()
+        return self._deleted
+
+    def remove(self, dropped: list[ChildSa]) -> None:
+        """Drop ``dropped`` (children of this group) from ``children``, in place."""
+        self._index()
+        children = self.children
+        for c in dropped:
+            del children[children.index(c)]  # ChildSa compares by identity: a C-level search
+            self._live.pop(c, None)
+            if c.per_resource:
+                self._per_resource -= 1
+            if c.deleted is not None:
+                self._deleted -= 1
+        if any(c.role == "fallback" for c in dropped):
+            gone = {id(c) for c in dropped}
+            self._fallbacks = [c for c in self._fallbacks if id(c) not in gone]
+        self._indexed = len(children)
+
+    def _index(self) -> None:
+        if self._indexed != len(self.children):
+            self._live = dict.fromkeys(c for c in self.children if c.active)
+            self._fallbacks = [c for c in self.children if c.role == "fallback"]
+            self._per_resource = sum(1 for c in self.children if c.per_resource)
+            self._deleted = sum(1 for c in self.children if c.deleted is not None)
+            self._indexed = len(self.children)
 
     @property
     def key(self) -> tuple[TsSet, TsSet]:
@@ -477,14 +555,13 @@ class ChildSaGroup:
     @property
     def fallback(self) -> ChildSa | None:
         """The current generation of the initial SA, if it was seen being negotiated."""
-        for c in reversed(self.children):
-            if c.role == "fallback":
-                return c
-        return None
+        self._index()
+        return self._fallbacks[-1] if self._fallbacks else None
 
     @property
     def fallbacks(self) -> list[ChildSa]:
-        return [c for c in self.children if c.role == "fallback"]
+        self._index()
+        return list(self._fallbacks)
 
     @property
     def members(self) -> list[ChildSa]:
@@ -504,11 +581,23 @@ class ChildSaGroup:
 
     @property
     def active(self) -> list[ChildSa]:
-        return [c for c in self.children if c.active]
+        self._index()
+        live = self._live
+        gone = [c for c in live if not c.active]  # rekeyed or deleted since the last call
+        for c in gone:
+            del live[c]
+        return list(live)
 
     @property
     def uses_resource_info(self) -> bool:
-        return any(c.per_resource for c in self.children)
+        self._index()
+        return self._per_resource > 0
+
+    @property
+    def per_resource_count(self) -> int:
+        """Child SAs of the group negotiated with SA_RESOURCE_INFO both ways."""
+        self._index()
+        return self._per_resource
 
     def resource_ids_sent(self, side: Side) -> set[bytes]:
         """Distinct non-empty resource ids ``side`` sent for this group's SAs."""
@@ -521,3 +610,4 @@ class ChildSaGroup:
         return {rid for c in self.children
                 if c.created_by is side and c.rekey_of is None and c.rekey_of_spi is None
                 and (rid := c.resource_id(side))}
+

@@ -139,6 +139,8 @@ class Analyzer:
         self._esp: dict[bytes, ChildSa] = {}
         self._closed: dict[IkeLineage, None] = {}  # closed lineages, oldest first
         self.pruned_lineages = 0
+        #: Child SAs created since the owner last cleared the list (the ESP pass reads their ESN)
+        self.new_children: list[ChildSa] = []
         self.messages = 0
         self.esp_packets = 0
         self.first: FrameRef | None = None
@@ -395,6 +397,7 @@ class Analyzer:
                         if child.ike_spis == ike.key and child.deleted is None:
                             child.deleted, child.deleted_with_ike_sa = frame, True
                             child.delete_frames.append(frame.index)
+                            group.deleted_now(child)
                     self._prune(group)
                 self._close(lineage)
                 continue
@@ -406,6 +409,8 @@ class Analyzer:
                 if child.deleted is None:
                     child.deleted = frame
                     group = child.group
+                    if group is not None:
+                        group.deleted_now(child)
                     if group is not None and child.role == "member" and child.rekeyed_by is None:
                         group.last_member_delete = frame
                     if group is not None:
@@ -465,7 +470,8 @@ class Analyzer:
         else:
             child.role = self._role(lineage, group, child, response.exchange)
         child.group = group
-        group.children.append(child)
+        group.add(child)
+        self.new_children.append(child)
         group.peak_active = max(group.peak_active, len(group.active))
         for side, spi in ((requester, offered.spi), (requester.other, chosen.spi)):
             if spi:
@@ -489,13 +495,17 @@ class Analyzer:
     def _prune(self, group: ChildSaGroup) -> None:
         """Keep at most ``settings.history`` deleted Child SAs in a group, dropping the oldest
         (and the links that would keep them alive), so memory follows the live SAs."""
-        deleted = [c for c in group.children if c.deleted is not None]
-        excess = len(deleted) - self.settings.history
+        excess = group.deleted_count - self.settings.history
         if excess <= 0:
             return
-        drop = {id(c) for c in deleted[:excess]}
+        drop: list[ChildSa] = []
+        for c in group.children:  # oldest first: stops at the excess-th deleted SA
+            if c.deleted is not None:
+                drop.append(c)
+                if len(drop) == excess:
+                    break
         lineage = group.lineage
-        for c in deleted[:excess]:
+        for c in drop:
             c.rekey_of = None
             for side in Side:
                 spi = c.spi_of(side)
@@ -503,7 +513,7 @@ class Analyzer:
                     del lineage.children_by_spi[(side, spi)]
                 if spi is not None and self._esp.get(spi) is c:
                     del self._esp[spi]
-        group.children = [c for c in group.children if id(c) not in drop]
+        group.remove(drop)
         group.pruned += excess
 
     def _close(self, lineage: IkeLineage) -> None:

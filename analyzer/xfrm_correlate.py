@@ -27,11 +27,16 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from typing import TYPE_CHECKING
+
 from dissectors.records import FrameRef
-from dissectors.xfrm import XfrmPolicy, XfrmSaState
 
 from .model import ChildSa, ChildSaGroup, Finding, IkeLineage, IkeSa, Side
-from .xfrm_state import XfrmSnapshot
+
+if TYPE_CHECKING:  # annotations only: importing them loads pyroute2 (~130 ms), which lint never needs
+    from dissectors.xfrm import XfrmPolicy, XfrmSaState
+
+    from .xfrm_state import XfrmSnapshot
 
 SA_DIR_IN, SA_DIR_OUT = 1, 2
 POLICY_OUT = 1

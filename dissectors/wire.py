@@ -47,12 +47,28 @@ class Cursor:
         return self.take(self.remaining, "data")
 
     def fields(self, table: tuple[tuple[str, str], ...], where: str) -> dict[str, int]:
-        fmt = ">" + "".join(code for _, code in table)
-        size = struct.calcsize(fmt)
-        raw = self.take(size, f"{where}.{table[0][0]}")
-        return dict(zip((name for name, _ in table), struct.unpack(fmt, raw)))
+        compiled, names = _compiled(table)
+        if self.pos + compiled.size > len(self.data):
+            self.take(compiled.size, f"{where}.{table[0][0]}")  # raises ParseError
+        values = compiled.unpack_from(self.data, self.pos)
+        self.pos += compiled.size
+        return dict(zip(names, values))
+
+
+#: id(table) -> (table, its struct.Struct, its field names): tables are module constants, so
+#: the format is compiled once, not joined and parsed per header (the table is kept alive
+#: here and checked by identity, so an id is never reused for another table).
+_COMPILED: dict[int, tuple[tuple, struct.Struct, tuple[str, ...]]] = {}
+
+
+def _compiled(table: tuple[tuple[str, str], ...]) -> tuple[struct.Struct, tuple[str, ...]]:
+    got = _COMPILED.get(id(table))
+    if got is None or got[0] is not table:
+        got = _COMPILED[id(table)] = (table, struct.Struct(">" + "".join(code for _, code in table)),
+                                      tuple(name for name, _ in table))
+    return got[1], got[2]
 
 
 def pack_fields(table: tuple[tuple[str, str], ...], values: dict[str, int]) -> bytes:
-    fmt = ">" + "".join(code for _, code in table)
-    return struct.pack(fmt, *(values[name] for name, _ in table))
+    compiled, names = _compiled(table)
+    return compiled.pack(*(values[name] for name in names))

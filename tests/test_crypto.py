@@ -576,3 +576,34 @@ def test_real_strongswan_sk_payloads(item):
         opened += 1
     key = next((k for k in SK_MESSAGES if capture_id(item).endswith(k)), None)
     assert opened == SK_MESSAGES[key] if key else opened > 0
+
+
+@pytest.mark.parametrize("encr_name", sorted(ENCR_BY_NAME))
+@pytest.mark.parametrize("integ_name", ["HMAC_SHA2_256_128 [RFC4868]", "HMAC_SHA1_96 [RFC2404]",
+                                        "HMAC_SHA2_512_256 [RFC4868]", "NONE [RFC4306]"])
+def test_sk_decrypt_keyed_once_equals_the_general_path(encr_name, integ_name):
+    """The per-key contexts of ``sk_decrypt`` (CBC built on ECB, precomputed HMAC pads, reused
+    AEAD objects) open what ``sk_encrypt`` sealed, twice over, and fail as the general path
+    does: a flipped ICV bit is an IntegrityError naming the algorithm, a short SK_e a
+    DecryptError."""
+    import os
+
+    encr, integ = ENCR_BY_NAME[encr_name], crypto.INTEG_BY_NAME[integ_name]
+    integ = None if encr.aead else integ
+    sk_e, sk_a = os.urandom(encr.key_len), os.urandom(integ.key_len if integ else 0)
+    header = os.urandom(28) + b"\x00\x00\x00\x00"
+    for size in (0, 1, 15, 16, 17, 200):
+        plaintext = os.urandom(size)
+        msg = header + crypto.sk_encrypt(encr, integ, sk_e, sk_a, header, plaintext)
+        crypto._OPENERS.clear()
+        assert crypto.sk_decrypt(encr, integ, sk_e, sk_a, msg, 28, 4) == plaintext
+        assert crypto.sk_decrypt(encr, integ, sk_e, sk_a, msg, 28, 4) == plaintext  # keyed context again
+        bad = msg[:-1] + bytes([msg[-1] ^ 1])
+        if encr.aead or (integ is not None and integ.checks):
+            with pytest.raises(crypto.IntegrityError) as err:
+                crypto.sk_decrypt(encr, integ, sk_e, sk_a, bad, 28, 4)
+            assert str(err.value).endswith(f"({encr.name if encr.aead else integ.name})")
+    if encr.key_len:  # a key of the wrong length: the general path's DecryptError, every time
+        for _ in range(2):
+            with pytest.raises(crypto.DecryptError):
+                crypto.sk_decrypt(encr, integ, sk_e[:-1], sk_a, msg, 28, 4)

@@ -298,10 +298,10 @@ def per_resource_sa_without_resource_info(e: ChildSaCreated) -> Iterator[Hit]:
     c = e.child
     if e.rekey or c.resource_id(c.created_by) is not None:
         return
-    earlier = [x for x in e.group.children if x is not c and x.per_resource]
+    earlier = e.group.per_resource_count  # ``c`` is not one: its requester sent no SA_RESOURCE_INFO
     if earlier:
         yield Hit(f"Child SA {c.label} joins group {e.group.label} without SA_RESOURCE_INFO, "
-                  f"though {len(earlier)} of its SAs were negotiated with it")
+                  f"though {earlier} of its SAs were negotiated with it")
 
 
 @rule(code="MS210", name="rekey-narrows-ts",

@@ -373,9 +373,9 @@ class TrafficSelector:
             raise ParseError(start + 2, "TrafficSelector.length",
                              f"{hdr['length']} does not fit selector type {hdr['ts_type']}")
         sport, eport = struct.unpack(">HH", body.take(4, "TrafficSelector.ports"))
-        a = ipaddress.ip_address(body.take(addr_len, "TrafficSelector.start_address"))
-        b = ipaddress.ip_address(body.take(addr_len, "TrafficSelector.end_address"))
-        return cls(hdr["ts_type"], hdr["ip_protocol"], sport, eport, str(a), str(b))
+        a = _address_text(body.take(addr_len, "TrafficSelector.start_address"))
+        b = _address_text(body.take(addr_len, "TrafficSelector.end_address"))
+        return cls(hdr["ts_type"], hdr["ip_protocol"], sport, eport, a, b)
 
     def __bytes__(self) -> bytes:
         if self.ts_type in _ADDR_LEN:
@@ -391,6 +391,20 @@ class TrafficSelector:
         proto = "any" if self.ip_protocol == 0 else str(self.ip_protocol)
         ports = "any" if (self.start_port, self.end_port) == (0, 65535) else f"{self.start_port}-{self.end_port}"
         return f"{self.start_address}-{self.end_address} proto {proto} port {ports}"
+
+
+_ADDRESS_TEXT: dict[bytes, str] = {}
+
+
+def _address_text(raw: bytes) -> str:
+    """``str(ipaddress.ip_address(raw))``, memoised (bounded): selectors repeat the same few
+    addresses in every Child SA exchange, and parsing one costs ~5 µs."""
+    text = _ADDRESS_TEXT.get(raw)
+    if text is None:
+        if len(_ADDRESS_TEXT) >= 4096:
+            _ADDRESS_TEXT.clear()
+        text = _ADDRESS_TEXT[raw] = str(ipaddress.ip_address(raw))
+    return text
 
 
 @dataclass
@@ -577,24 +591,27 @@ def parse_chain(data: bytes, first_type: int, base: int = 0) -> tuple[list[Paylo
     SK/SKF must be last (§3.14): what follows it is its encrypted body, not more payloads.
     """
     payloads: list[Payload] = []
-    cur = Cursor(data, base)
+    pos, size = 0, len(data)
     kind = first_type
-    while kind != PayloadType.NONE:
+    while kind != _NONE:
         if len(payloads) >= MAX_PAYLOADS:
-            return payloads, Malformed(cur.offset, "payload chain", f"more than {MAX_PAYLOADS} payloads")
-        start = cur.offset
-        if cur.remaining < GENERIC_HEADER_LEN:
-            return payloads, Malformed(start, f"{_name(kind)}.header",
-                                       f"needs 4 bytes, {cur.remaining} left")
-        hdr = cur.fields(GENERIC_HEADER, _name(kind))
-        length = hdr["length"]
+            return payloads, Malformed(base + pos, "payload chain", f"more than {MAX_PAYLOADS} payloads")
+        start = base + pos
+        left = size - pos
+        if left < GENERIC_HEADER_LEN:
+            return payloads, Malformed(start, f"{_name(kind)}.header", f"needs 4 bytes, {left} left")
+        next_payload, flags, length = _GENERIC.unpack_from(data, pos)
+        pos += GENERIC_HEADER_LEN
+        left -= GENERIC_HEADER_LEN
         if length < GENERIC_HEADER_LEN:
             return payloads, Malformed(start + 2, f"{_name(kind)}.payload_length",
                                        f"{length} is shorter than the 4-byte generic header")
-        if length - GENERIC_HEADER_LEN > cur.remaining:
+        if length - GENERIC_HEADER_LEN > left:
             return payloads, Malformed(start + 2, f"{_name(kind)}.payload_length",
-                                       f"{length} exceeds the {cur.remaining + 4} bytes left")
-        body = Cursor(cur.take(length - GENERIC_HEADER_LEN, "body"), start + GENERIC_HEADER_LEN)
+                                       f"{length} exceeds the {left + 4} bytes left")
+        end = pos + length - GENERIC_HEADER_LEN
+        body = Cursor(data[pos:end], start + GENERIC_HEADER_LEN)
+        pos = end
         parser = PAYLOADS.get(kind)
         try:
             payload = parser(body) if parser else RawPayload(payload_type=kind, data=body.rest())
@@ -604,17 +621,24 @@ def parse_chain(data: bytes, first_type: int, base: int = 0) -> tuple[list[Paylo
         except ValueError as err:  # e.g. an address of the wrong size
             payload = RawPayload(payload_type=kind, data=body.data,
                                  malformed=Malformed(start, _name(kind), str(err)))
-        payload.next_payload = hdr["next_payload"]
-        payload.critical = bool(hdr["flags"] & CRITICAL)
-        payload.reserved = hdr["flags"] & 0x7F
+        payload.next_payload = next_payload
+        payload.critical = bool(flags & CRITICAL)
+        payload.reserved = flags & 0x7F
         payload.offset = start
         payloads.append(payload)
-        if kind in (PayloadType.SK, PayloadType.SKF):
+        if kind == _SK or kind == _SKF:
             break
-        kind = hdr["next_payload"]
-    if cur.remaining:  # also after SK/SKF: its Payload Length bounds the encrypted body (§3.14)
-        return payloads, Malformed(cur.offset, "payload chain", f"{cur.remaining} bytes after the last payload")
+        kind = next_payload
+    if pos < size:  # also after SK/SKF: its Payload Length bounds the encrypted body (§3.14)
+        return payloads, Malformed(base + pos, "payload chain", f"{size - pos} bytes after the last payload")
     return payloads, None
+
+
+# The generic header as one compiled struct (``GENERIC_HEADER``'s fields, in order), and the
+# payload types the chain walk compares with as plain ints: per payload, no table join and
+# no enum construction (the name is only built for an error).
+_GENERIC = struct.Struct(">" + "".join(code for _, code in GENERIC_HEADER))
+_NONE, _SK, _SKF = int(PayloadType.NONE), int(PayloadType.SK), int(PayloadType.SKF)
 
 
 def build_chain(payloads: list[Payload]) -> bytes:
