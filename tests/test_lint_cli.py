@@ -79,7 +79,7 @@ def test_strongswan6_text(capsys):
     assert [(m["file"], int(m["frame"]), m["code"], m["cite"]) for m in matches] == [
         (S6_CAP, n, "MS307", "RFC 9611 §7 SHOULD NOT") for n in (7, 8, 9, 10)]
     assert "00000000 in request" in lines[0] and "00000001 in response" in lines[2]
-    assert lines[-1] == "Found 4 findings (4 warning)."
+    assert lines[-1] == "Found 4 findings (4 warnings)."
 
 
 @needs_shared
