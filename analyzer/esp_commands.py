@@ -196,8 +196,10 @@ def _seq_range(v: EspSaView) -> str:
 
 def render_text(r: EspResult, out: TextIO, decrypt: bool = False, flows: bool = False) -> None:
     total = sum(v.tracker.packets for v in r.sas)
-    out.write(f"{r.path}: {len(r.sas)} ESP SAs, {total} ESP packets in {r.frames} frames "
-              f"(engine {r.engine})\n")
+    from .report.text import plural
+
+    out.write(f"{r.path}: {plural(len(r.sas), 'ESP SA')}, {plural(total, 'ESP packet')} in "
+              f"{plural(r.frames, 'frame')} (engine {r.engine})\n")
     head = ["SPI", "dir", "role", "resource", "dst", "packets", "bytes", "pkt/s", "seq first..last",
             "replays", "gaps", "reorders"]
     if decrypt:

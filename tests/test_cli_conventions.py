@@ -213,3 +213,50 @@ def test_internal_error_is_exit_2_one_line_and_debug_shows_traceback(tmp_path):
     res = subprocess.run([sys.executable, "-m", "analyzer.cli", "lint", cap, "--debug"], capture_output=True,
                          env=e, cwd=ROOT, timeout=120)
     assert res.returncode == 2 and b"Traceback (most recent call last)" in res.stderr
+
+
+# --- honest summaries (issue 15 item 3) -----------------------------------------------------------
+
+
+def test_nothing_judged_is_not_all_checks_passed():
+    res = run("lint", str(CLEAN / "capture.pcapng"), "-k", str(CLEAN), "--select", "MS5")
+    out = res.stdout.decode()
+    assert "All checks passed!" not in out and out.startswith("Nothing judged: "), out
+
+
+def test_hidden_findings_are_counted_and_plurals():
+    res = run("lint", str(GAP / "capture.pcapng"), "-k", str(GAP), "--severity", "warning")
+    last = res.stdout.decode().splitlines()[-1]
+    assert last == "Found 2 findings (2 warnings); 2 findings below warning hidden.", last
+    res = run("lint", str(GAP / "capture.pcapng"), "-k", str(GAP), "--severity", "error")
+    assert res.stdout.decode().splitlines()[-1] == "All checks passed! (4 findings below error hidden)"
+    assert "1 replayed sequence number inside" in run("lint", str(GAP / "capture.pcapng"), "-k", str(GAP)).stdout.decode()
+
+
+def test_esp_help_documents_exit_status_and_other_findings():
+    out = run("esp", "--help").stdout.decode()
+    assert "Exit status: 0 whatever the findings" in " ".join(out.split()) and "MS1xx-MS3xx" in out
+
+
+def test_junit_of_unreadable_capture_has_no_passing_case(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    cut = tmp_path / "cut.pcapng"
+    cut.write_bytes((CLEAN / "capture.pcapng").read_bytes()[:100])
+    res = run("lint", str(cut), "-f", "junit")
+    root = ET.fromstring(res.stdout)
+    cases = root.findall(".//testcase")
+    assert res.returncode == 2 and len(cases) == 1 and cases[0].find("error") is not None
+
+
+def test_esp_findings_in_lint_json_carry_their_packet_time():
+    import subprocess as sp
+
+    doc = json.loads(run("lint", str(GAP / "capture.pcapng"), "-k", str(GAP), "-f", "json").stdout)
+    esp = [f for f in doc["findings"] if f["code"].startswith("MS4")]
+    assert esp and all(f["time"] and f["time"] > 1e9 for f in esp)
+    if shutil.which("tshark"):
+        frame = esp[0]["frames"][0]
+        t = sp.run(["tshark", "-r", str(GAP / "capture.pcapng"), "-Y", f"frame.number=={frame}", "-T", "fields",
+                    "-e", "frame.time_epoch"], capture_output=True, text=True, timeout=60).stdout.strip()
+        assert abs(float(t) - esp[0]["time"]) < 1e-5
