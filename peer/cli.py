@@ -101,14 +101,16 @@ def register(sub) -> None:
 
     d = psub.add_parser("demo", help="responder + initiator in two netns (root) or on loopback, captured")
     d.add_argument("--out", required=True, help="directory for capture.pcapng and the key files")
-    d.add_argument("--resources", type=positive_int, default=2, help="per-resource Child SAs (default 2)")
+    d.add_argument("--resources", type=positive_int, default=None,
+                   help="per-resource Child SAs (default 2, or what the --fault needs)")
     d.add_argument("--fault", action="append", dest="faults", default=[], metavar="NAME")
     d.add_argument("--duration", type=positive_float, default=3.0, help="seconds of ESP (default 3)")
     d.add_argument("--rate", type=non_negative_float, default=20.0, help="ESP packets/s per worker (default 20)")
     d.add_argument("--loopback", action="store_true", help="use loopback even as root")
     d.add_argument("--max-per-ts", type=non_negative_int, default=0,
                    help="the responder's per-TS limit of additional SAs (default 2 x --resources, RFC 9611 §6)")
-    d.add_argument("--extra-requests", type=non_negative_int, default=0, help="initiator requests beyond --resources")
+    d.add_argument("--extra-requests", type=non_negative_int, default=None,
+                   help="initiator requests beyond --resources (default 0, or what the --fault needs)")
     d.add_argument("-v", "--verbose", action="store_true")
     d.set_defaults(func=cmd_demo)
 
@@ -165,13 +167,34 @@ def _run(node) -> int:
     if node is None:
         return EXIT_ERROR
     try:
-        return asyncio.run(node.run())
+        rc = asyncio.run(node.run())
     except KeyboardInterrupt:
         node.stop_workers()
         return EXIT_FAILED
     except OSError as err:
         print(f"multisa: error: {err.strerror or err} ({node.local_host})", file=sys.stderr)
         return EXIT_ERROR
+    print(status_line(node, rc), file=sys.stderr if rc else sys.stdout, flush=True)
+    return rc
+
+
+def status_line(node, rc: int) -> str:
+    """One line at exit, with or without -v: what was set up, or why nothing was."""
+    role = node.cfg.role
+    ikes = list(getattr(node, "history", []))
+    if not ikes and node.established is None:
+        peer = f" with {node.remote_addr[0]}" if getattr(node, "remote_addr", None) else ""
+        why = "no IKE SA established" + peer + (" (no answer, wrong PSK or proposals? -v says more)"
+                                                if role == "initiator" else "")
+        return f"multisa peer {role}: {why}" + (f"; exit {rc}" if rc else "")
+    children = sum(len(getattr(ike, "children", {})) for ike in ikes)
+    esp = sum(getattr(w, "packets", 0) or 0 for w in getattr(node, "workers", []))
+    what = (f"{len(ikes)} IKE SA{'s' if len(ikes) != 1 else ''} (rekeys included), "
+            f"{children} Child SA{'s' if children != 1 else ''}")
+    if esp:
+        what += f", {esp} ESP packets sent"
+    verdict = "done" if rc == 0 else f"failed (exit {rc}: see the warnings above)"
+    return f"multisa peer {role}: {what}; {verdict}"
 
 
 def cmd_responder(args) -> int:
