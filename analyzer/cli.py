@@ -29,6 +29,41 @@ def _messages(path: str, keys: KeyStore) -> Iterator[IkeMessage]:
     return ike_messages(iter_datagrams(path), keys)
 
 
+def frame_selection(text: str | None, count: int | None):
+    """``--frames 10-20,25,30-`` and ``-c N`` (tshark's: the first N frames) as (predicate,
+    last frame needed or None)."""
+    ranges: list[tuple[int, float]] = []
+    for part in (text or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, dash, hi = part.partition("-")
+        try:
+            a = int(lo) if lo else 1
+            b = (int(hi) if hi else float("inf")) if dash else a
+        except ValueError:
+            raise UsageError(f"--frames {text}: frame numbers or ranges like 10-20,25,30-") from None
+        if a < 1 or b < a:
+            raise UsageError(f"--frames {text}: {part} is not a range of frame numbers (1-based)")
+        ranges.append((a, b))
+    if count is not None:
+        ranges = [(a, min(b, count)) for a, b in ranges if a <= count] if ranges else [(1, count)]
+        if not ranges:
+            ranges = [(1, 0)]
+    if not ranges:
+        return (lambda n: True), None
+    last = max(b for _, b in ranges)
+    return (lambda n: any(a <= n <= b for a, b in ranges)), (None if last == float("inf") else int(last))
+
+
+def _is_esp(d) -> bool:
+    if d.proto == 50:
+        return True
+    if 4500 not in (d.sport, d.dport) or len(d.payload) < 8:
+        return False
+    return d.payload[:4] != b"\0\0\0\0"  # not behind the Non-ESP marker (IKE), not a keepalive
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     inputs = cli_common.resolve_captures([args.capture])
     for n, item in enumerate(inputs):
@@ -44,22 +79,38 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def _show_one(args: argparse.Namespace, item, first: bool = True, last: bool = True, many: bool = False) -> int:
-    from analyzer.report.tree import render_message
+    from analyzer.report.tree import render_esp, render_message
 
     keys = _load_keys(args.keys, item.beside)
-    if args.format == "json":
+    wanted, stop = frame_selection(getattr(args, "frames", None), getattr(args, "count", None))
+    text = args.format != "json"
+
+    def datagrams():
+        for d in iter_datagrams(item.path):
+            if stop is not None and d.frame.index > stop:
+                return
+            if _is_esp(d):
+                if text and wanted(d.frame.index):
+                    print(render_esp(d.frame, d.src, d.dst, d.sport, d.dport, d.payload,
+                                     keys.esp_keys(d.dst, int.from_bytes(d.payload[:4], "big"))))
+                    print()
+                continue
+            yield d
+
+    messages = (m for m in ike_messages(datagrams(), keys) if m.frame is None or wanted(m.frame.index))
+    if not text:
         out = sys.stdout
         out.write(("[" if many and first else "") + '{"messages": [')
         sep = ""
         try:
-            for msg in _messages(item.path, keys):
+            for msg in messages:
                 out.write(sep + "\n  " + json.dumps(message_to_dict(msg)))
                 sep = ","
         finally:
             out.write("\n]}" + ((",\n" if not last else "]\n") if many else "\n"))
             out.flush()
         return EXIT_OK
-    for msg in _messages(item.path, keys):
+    for msg in messages:
         print(render_message(msg))
         print()
     return EXIT_OK
@@ -96,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     cli_common.add_output(show)
     show.add_argument("--engine", choices=("multisa", "tshark"), default="multisa",
                       help="tshark: the same JSON from tshark via pyshark, to cross-check")
+    show.add_argument("-c", "--count", type=cli_common.positive_int, metavar="N",
+                      help="read only the first N frames (as tshark -c)")
+    show.add_argument("--frames", metavar="RANGES", help="only these frames, e.g. 10-20,25,30-")
     show.set_defaults(func=cmd_show)
 
     from analyzer import commands, esp_commands, xfrm_commands
