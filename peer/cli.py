@@ -38,8 +38,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--psk-file", help="file holding the pre-shared key (or set MULTISA_PSK)")
     p.add_argument("--local-id", help="our identity (ID_FQDN); default: our IP address")
     p.add_argument("--remote-id", help="the peer's identity we insist on (default: any)")
-    p.add_argument("--local-ts", help="our protected subnet (default 198.51.100.0/24)")
-    p.add_argument("--remote-ts", help="the peer's protected subnet (default 203.0.113.0/24)")
+    p.add_argument("--local-ts", help="our protected subnet (default: initiator 198.51.100.0/24, "
+                   "responder 203.0.113.0/24)")
+    p.add_argument("--remote-ts", help="the peer's protected subnet (default: the other of the two)")
     p.add_argument("--ike-proposal", action="append", dest="ike_proposals", metavar="PROPOSAL",
                    help="strongSwan-style, e.g. aes256gcm16-prfsha256-x25519 (repeatable)")
     p.add_argument("--esp-proposal", action="append", dest="esp_proposals", metavar="PROPOSAL",
@@ -132,6 +133,9 @@ def _config(args, role: str):
         "status_file", "faults", "extra_requests", "pfs", "rekey_child_after", "rekey_ike_after",
         "create_children", "collide", "fragment_size", "extra_ids", "cookies")}
     over["role"] = role
+    if role == "responder" and not args.config and args.local_ts is None and args.remote_ts is None:
+        # the mirror of the initiator's defaults, so that the two sides agree out of the box
+        over["local_ts"], over["remote_ts"] = "203.0.113.0/24", "198.51.100.0/24"
     if getattr(args, "on_demand", False):
         over["all_at_once"] = False
     if not args.psk_file and os.environ.get("MULTISA_PSK"):
