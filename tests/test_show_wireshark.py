@@ -102,3 +102,18 @@ def test_layer_lines_on_ike_frames():
     block = frames_of(show("-k", str(CLEAN), "--frames", "1"))[1]
     assert block.splitlines()[1:3] == ["Internet Protocol Version 4, Src: 192.0.2.1, Dst: 192.0.2.2",
                                        "User Datagram Protocol, Src Port: 500, Dst Port: 500"]
+
+
+@needs_tshark
+def test_tshark_engine_gives_the_same_json_offsets_and_id_data_included():
+    import json
+
+    def doc(*extra: str) -> list[dict]:
+        return json.loads(show("-k", str(CLEAN), "--json", *extra))["messages"]
+
+    ours, theirs = doc(), doc("--engine", "tshark")
+    assert ours == theirs  # every field, payload offsets and IDi/IDr data included
+    inner = [p for m in theirs for sk in m["payloads"] if sk["type"] == 46 for p in sk["inner"]]
+    ids = [p for p in inner if p["type"] in (35, 36)]
+    assert ids and all(p["data"] and p["offset"] for p in ids)
+    assert all(p["offset"] is not None for m in theirs for p in m["payloads"])
