@@ -13,12 +13,10 @@ import json
 import sys
 from pathlib import Path
 
+from . import cli_common
+from .cli_common import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, KEYS_HELP  # noqa: F401  (re-exported)
 from .config import FORMATS, ConfigError, Settings, load_settings
 from .model import Severity
-
-EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
-KEYS_HELP = ("key file or directory: Wireshark's ikev2_decryption_table / esp_sa as strongSwan's "
-             "save-keys writes them (repeatable)")
 
 
 def _usage_error(message: str) -> Exception:
@@ -34,15 +32,8 @@ def _codes(values: list[str] | None) -> list[str] | None:
     return [c.strip() for v in values for c in v.split(",") if c.strip()]
 
 
-def _keys(paths: list[str] | None):
-    from dissectors.keys import load_keys
-
-    store = load_keys(paths or [])
-    for problem in store.problems:
-        if problem.line == 0:  # the file or directory itself is missing or unreadable
-            raise _usage_error(str(problem))
-        print(f"multisa: warning: {problem}", file=sys.stderr)
-    return store
+def _keys(paths: list[str] | None, beside: list[str] | tuple = ()):
+    return cli_common.load_keys(paths, beside)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -50,6 +41,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     directory up) with the command line's options on top."""
     from . import rules
 
+    cli_common.refuse_together(args, "--config", "--isolated")
     try:
         settings = Settings() if getattr(args, "isolated", False) else load_settings(getattr(args, "config", None))
         select, ignore = _codes(getattr(args, "select", None)), _codes(getattr(args, "ignore", None))
@@ -71,10 +63,14 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 # --- lint ------------------------------------------------------------------------------------
 
 
-def render(report, fmt: str) -> str:
+def render(report, fmt: str, args: argparse.Namespace | None = None) -> str:
     from .report import github, junit, sarif, text
     from .report import json as json_report
 
+    if fmt == "text" and args is not None:
+        return text.render(report, quiet=getattr(args, "quiet", False),
+                           statistics=getattr(args, "statistics", False),
+                           color=not args.output_file and cli_common.color_enabled(sys.stdout))
     if fmt == "json":
         return json_report.render(report)
     if fmt == "json-lines":
@@ -123,7 +119,9 @@ def cmd_lint(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise _usage_error(str(err)) from None
     keys = _keys(args.keys)
-    jobs_list = [(path, keys, capture_settings(args, path, settings), selected) for path in args.captures]
+    inputs = cli_common.resolve_captures(args.captures, check_format=False)
+    jobs_list = [(c.path, _keys(args.keys, c.beside) if c.beside else keys,
+                  capture_settings(args, c.path, settings), selected) for c in inputs]
     if getattr(args, "scheduler", None):  # a Dask cluster (analyzer.cluster)
         from .cluster import ClusterError, analyze_on_cluster
 
@@ -144,15 +142,8 @@ def cmd_lint(args: argparse.Namespace) -> int:
         for note in notes:
             print(f"multisa: note: {note}", file=sys.stderr)
     report = LintReport(results, selected, settings.severity)
-    output = render(report, settings.format)
-    if args.output_file:
-        try:
-            Path(args.output_file).write_text(output, encoding="utf-8")
-        except OSError as err:
-            raise _usage_error(f"{args.output_file}: {err.strerror or err}") from None
-    else:
-        sys.stdout.write(output)
-        sys.stdout.flush()
+    output = render(report, settings.format, args)
+    cli_common.write_output(output, args.output_file)
     for result in results:  # damaged input the pass counted and skipped
         for note in result.notes:
             print(f"multisa: note: {note}", file=sys.stderr)
@@ -170,12 +161,26 @@ def cmd_groups(args: argparse.Namespace) -> int:
     from .pipeline import analyze_capture
     from .report import groups
 
-    result = analyze_capture(args.capture, _keys(args.keys), Settings(), rules=[])
-    sys.stdout.write(groups.render_json(result) if args.json else groups.render_text(result))
-    sys.stdout.flush()
-    if result.error:
-        print(f"multisa: error: {result.error}", file=sys.stderr)
-        return EXIT_ERROR
+    inputs = cli_common.resolve_captures([args.capture])
+    docs: list[dict] = []
+
+    def flush_json() -> None:
+        if docs:
+            sys.stdout.write(json.dumps(docs[0] if len(inputs) == 1 else docs, indent=2) + "\n")
+            sys.stdout.flush()
+
+    for item in inputs:
+        result = analyze_capture(item.path, _keys(args.keys, item.beside), Settings(), rules=[])
+        if args.format == "json":
+            docs.append(groups.document(result))
+        else:
+            sys.stdout.write(groups.render_text(result))
+            sys.stdout.flush()
+        if result.error:
+            flush_json()
+            print(f"multisa: error: {result.error}", file=sys.stderr)
+            return EXIT_ERROR
+    flush_json()
     return EXIT_OK
 
 
@@ -222,15 +227,21 @@ def cmd_rules(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``groups``, ``lint`` and ``rules`` to the ``multisa`` subparsers."""
     groups = sub.add_parser("groups", help="IKE SA -> per-TS Child SA group -> Child SAs, with resource ids")
-    groups.add_argument("capture", help="pcap or pcapng file")
-    groups.add_argument("--keys", "-k", action="append", metavar="PATH", help=KEYS_HELP)
-    groups.add_argument("--json", action="store_true", help="one JSON document")
+    groups.add_argument("capture", help=cli_common.CAPTURE_HELP)
+    cli_common.add_keys(groups)
+    cli_common.add_format(groups)
+    cli_common.add_output(groups)
     groups.set_defaults(func=cmd_groups)
 
     lint = sub.add_parser("lint", help="check captures against RFC 9611 (exit 0 clean, 1 findings, 2 error)")
-    lint.add_argument("captures", nargs="+", metavar="CAPTURE", help="pcap or pcapng files")
-    lint.add_argument("--keys", "-k", action="append", metavar="PATH", help=KEYS_HELP)
+    lint.add_argument("captures", nargs="+", metavar="CAPTURE",
+                      help="pcap or pcapng files, directories of them (keys beside each capture are used), - for stdin")
+    cli_common.add_keys(lint)
     lint.add_argument("--format", "-f", choices=FORMATS, help="output format (default text)")
+    lint.add_argument("--json", dest="format", action="store_const", const="json", help="same as --format json")
+    lint.add_argument("-q", "--quiet", action="store_true", help="print the findings and nothing else")
+    lint.add_argument("--statistics", action="store_true",
+                      help="print the number of findings per rule instead of the findings")
     lint.add_argument("--select", action="append", metavar="CODES",
                       help="only these rule codes or prefixes, comma-separated (e.g. MS1,MS307)")
     lint.add_argument("--ignore", action="append", metavar="CODES",
@@ -238,7 +249,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     lint.add_argument("--severity", choices=[s.label for s in Severity],
                       help="report (and fail on) findings at or above this severity (default info)")
     lint.add_argument("--exit-zero", action="store_true", help="exit 0 even when there are findings")
-    lint.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
+    lint.add_argument("--jobs", "-j", type=cli_common.positive_int, default=1, metavar="N",
                       help="analyze N captures at a time in worker processes (default 1)")
     lint.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                       help="run the captures on this Dask distributed scheduler's workers "
@@ -248,7 +259,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="settings file (multisa.toml or pyproject.toml); default: the nearest one "
                       "(and, for rule thresholds, the one nearest to each capture)")
     lint.add_argument("--isolated", action="store_true", help="ignore configuration files")
-    lint.add_argument("--output-file", "-o", metavar="FILE", help="write the report here instead of stdout")
+    lint.add_argument("--output", "-o", "--output-file", dest="output_file", metavar="FILE",
+                      help="write the report here instead of stdout")
     lint.add_argument("--xfrm", action="append", metavar="SNAPSHOT",
                       help="one host's kernel XFRM state to hold against the capture (MS5xx): a "
                            "`multisa xfrm snapshot` file, a *.xfrm-sa.json dump, `ip -s xfrm "

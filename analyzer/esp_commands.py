@@ -29,8 +29,13 @@ JSON (``--json``): one document::
               "flows": [{"src", "dst", "proto", "sport", "dport", "packets"}]}],
      "findings": [Finding.to_dict()]}
 
-Exit status: 0, or 2 when the capture could not be read to its end (everything before the
-damage is still printed, then ``multisa: error: FILE: frame N, offset K: reason``).
+Exit status: 0 whatever the findings (it is a report: ``multisa lint`` fails on findings,
+exit 1), or 2 on bad input -- a missing capture or key path, a file that is not a capture,
+``--flows`` without ``--decrypt`` -- or when the capture could not be read to its end
+(everything before the damage is still printed, then ``multisa: error: FILE: frame N,
+offset K: reason``). Besides the MS4xx sequence findings the text and JSON carry every other
+finding ``multisa lint`` reports for the capture (MS1xx-MS3xx IKE rules, MS9xx decoding),
+since the same pass judged them.
 """
 
 from __future__ import annotations
@@ -40,8 +45,9 @@ import json
 import sys
 from typing import TextIO
 
-from dissectors.keys import KeyStore, load_keys
+from dissectors.keys import KeyStore
 
+from . import cli_common
 from .esp_analysis import EspResult, analyze_esp
 from .esp_events import EspSaView, EspSettings
 from .esp_seq import DEFAULT_WINDOW, MAX_WINDOW
@@ -62,11 +68,16 @@ def _window(text: str) -> int:
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``esp`` to the ``multisa`` subparsers."""
-    p = sub.add_parser("esp", help="per-SA ESP sequence analysis, grouped by Child SA group")
-    p.add_argument("capture", help="pcap or pcapng file")
-    p.add_argument("--keys", "-k", action="append", metavar="PATH",
-                   help="key file or directory (ikev2_decryption_table, esp_sa, ikev2_sk_d); repeatable")
-    p.add_argument("--json", action="store_true", help="one JSON document (see the module doc / README)")
+    p = sub.add_parser("esp", help="per-SA ESP sequence analysis, grouped by Child SA group",
+                       description="Per-SA ESP sequence analysis, grouped by Child SA group.",
+                       epilog="Prints the per-SA table, then the MS4xx sequence findings and the other "
+                              "findings `multisa lint` reports for the capture (MS1xx-MS3xx, MS9xx). "
+                              "Exit status: 0 whatever the findings (`multisa lint` exits 1 on them); "
+                              "2 on bad input or a capture that breaks off (what was read is printed).")
+    p.add_argument("capture", help=cli_common.CAPTURE_HELP)
+    cli_common.add_keys(p)
+    cli_common.add_format(p)
+    cli_common.add_output(p)
     p.add_argument("--decrypt", action="store_true",
                    help="verify ICVs and decrypt ESP (esp_sa keys, or keys derived from SK_d)")
     p.add_argument("--sk-d", action="append", metavar="FILE",
@@ -80,27 +91,35 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def _load(args: argparse.Namespace) -> KeyStore:
-    store = load_keys(args.keys or [])
-    for path in args.sk_d or []:
-        store.load(path)
-    for problem in store.problems:
-        print(f"multisa: warning: {problem}", file=sys.stderr)
-    return store
+def _load(args: argparse.Namespace, beside: list[str] | tuple = ()) -> KeyStore:
+    return cli_common.load_keys((args.keys or []) + (args.sk_d or []), beside)
 
 
 def cmd_esp(args: argparse.Namespace) -> int:
-    keys = _load(args)
     decrypt = args.decrypt or bool(args.sk_d)
+    if args.flows and not decrypt:
+        raise cli_common.UsageError("--flows lists decrypted inner flows: add --decrypt (or --sk-d FILE)")
+    inputs = cli_common.resolve_captures([args.capture])
+    for n, item in enumerate(inputs):
+        if len(inputs) > 1 and args.format != "json":
+            print(("\n" if n else "") + f"==> {item.name} <==", flush=True)
+        rc = _esp_one(args, item, decrypt)
+        if rc:
+            return rc
+    return EXIT_OK
+
+
+def _esp_one(args: argparse.Namespace, item, decrypt: bool) -> int:
+    keys = _load(args, item.beside)
     settings = EspSettings(window=args.window)
     try:
-        with progress_bar(args.capture, sys.stderr.isatty()) as update:  # rich on a terminal, else nothing
-            result = analyze_esp(args.capture, keys, esp_settings=settings, decrypt=decrypt, engine=args.engine,
+        with progress_bar(item.path, sys.stderr.isatty()) as update:  # rich on a terminal, else nothing
+            result = analyze_esp(item.path, keys, esp_settings=settings, decrypt=decrypt, engine=args.engine,
                                  progress=update)
     except ValueError as err:  # e.g. --engine c without the extension
         print(f"multisa: error: {err}", file=sys.stderr)
         return EXIT_ERROR
-    if args.json:
+    if args.format == "json":
         json.dump(result_to_dict(result), sys.stdout)
         sys.stdout.write("\n")
     else:
@@ -177,8 +196,10 @@ def _seq_range(v: EspSaView) -> str:
 
 def render_text(r: EspResult, out: TextIO, decrypt: bool = False, flows: bool = False) -> None:
     total = sum(v.tracker.packets for v in r.sas)
-    out.write(f"{r.path}: {len(r.sas)} ESP SAs, {total} ESP packets in {r.frames} frames "
-              f"(engine {r.engine})\n")
+    from .report.text import plural
+
+    out.write(f"{r.path}: {plural(len(r.sas), 'ESP SA')}, {plural(total, 'ESP packet')} in "
+              f"{plural(r.frames, 'frame')} (engine {r.engine})\n")
     head = ["SPI", "dir", "role", "resource", "dst", "packets", "bytes", "pkt/s", "seq first..last",
             "replays", "gaps", "reorders"]
     if decrypt:

@@ -68,13 +68,16 @@ def _opt(v) -> str:
     return "-" if v is None else str(v)
 
 
-def render_text(snap: XfrmSnapshot, out: TextIO) -> None:
-    """A tshark-like summary: one line per SA and per policy."""
+def render_text(snap: XfrmSnapshot, out: TextIO, path: str | None = None) -> None:
+    """A tshark-like summary: one line per SA and per policy. ``path``: the imported file
+    (then the header names it, not a namespace)."""
     where = f"netns {snap.netns}" if snap.netns else "current netns"
+    if path is not None:
+        where = f"{path}" + (f" (netns {snap.netns})" if snap.netns else "")
     kernel = f", kernel {snap.kernel}" if snap.kernel else ""
     cpus = f", {snap.host_cpus} CPUs" if snap.host_cpus else ""
-    out.write(f"XFRM state of {where} ({snap.source}{kernel}{cpus})\n")
-    out.write(f"SAD: {len(snap.sas)} SA(s)\n")
+    out.write(f"XFRM state {'from' if path is not None else 'of'} {where} ({snap.source}{kernel}{cpus})\n")
+    out.write(f"SAD: {len(snap.sas)} SA{'' if len(snap.sas) == 1 else 's'}\n")
     out.write(f"  {'dir':4} {'spi':8}  {'src -> dst':33} {'proto':5} {'mode':9} {'reqid':>5} "
               f"{'pcpu':>4} {'bytes':>10} {'packets':>8} {'oseq':>8} {'seq':>8}\n")
     out.writelines(f"  {SA_DIR_NAME.get(sa.dir, _opt(sa.dir)):4} {sa.spi_hex:8}  "
@@ -229,7 +232,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                     out.write(json.dumps(snap.to_dict(), separators=(",", ":")) + "\n")
         else:
             for snap in series:
-                render_text(snap, out)
+                render_text(snap, out, args.file)
     finally:
         if out is not sys.stdout:
             out.close()
@@ -267,7 +270,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                       help="number of samples (default 1; 0: until interrupted)")
     snap.set_defaults(func=cmd_snapshot)
 
-    imp = xsub.add_parser("import", help="read `ip -s xfrm state` / `ip xfrm policy` text, "
+    imp = xsub.add_parser("import", help="read `ip -s xfrm state` / `ip xfrm policy` / `swanctl --list-sas` text, "
                                          "a *.xfrm-sa.json dump or a snapshot file")
     imp.add_argument("file", metavar="FILE")
     imp.add_argument("--json", action="store_true", help="print the snapshot JSON")

@@ -83,7 +83,7 @@ class XfrmSnapshot:
     sas: tuple[XfrmSaState, ...]
     policies: tuple[XfrmPolicy, ...]
     ts: float | None = None
-    source: str = "netlink"  # netlink | ip-text | capture-json | json
+    source: str = "netlink"  # netlink | ip-text | swanctl | capture-json | json
     netns: str | None = None
     host_cpus: int | None = None
     kernel: str | None = None
@@ -595,6 +595,14 @@ def load_series(path: str | os.PathLike) -> list[XfrmSnapshot]:
     if not stripped:
         raise XfrmImportError(f"{p}: empty file")
     if stripped[0] != "{":
+        from .swanctl_text import looks_like_swanctl, parse_swanctl
+
+        if looks_like_swanctl(text):  # swanctl --list-sas (analyzer/swanctl_text.py)
+            try:
+                sas = parse_swanctl(text, str(p))
+            except ValueError as err:
+                raise XfrmImportError(str(err)) from None
+            return [XfrmSnapshot(sas=tuple(sas), policies=(), ts=p.stat().st_mtime, source="swanctl")]
         return [parse_ip_xfrm(text, str(p), ts=p.stat().st_mtime)]
     try:
         docs = [json.loads(text)]

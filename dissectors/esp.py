@@ -67,6 +67,7 @@ class EspPlain:
     seq: int
     payload: bytes  # the inner IP packet in tunnel mode, the transport header in transport mode
     next_header: int
+    pad: bytes = b""  # the Padding octets (RFC 4303 §2.4), for display
 
 
 def esp_decrypt(packet: bytes, encr: EncrSpec, encr_key: bytes, integ: IntegSpec | None, integ_key: bytes,
@@ -94,7 +95,7 @@ def esp_decrypt(packet: bytes, encr: EncrSpec, encr_key: bytes, integ: IntegSpec
     pad_len, next_header = plain[-2], plain[-1]
     if pad_len + 2 > len(plain):
         raise DecryptError(f"Pad Length {pad_len} exceeds the {len(plain)} decrypted octets")
-    return EspPlain(spi, seq, plain[: len(plain) - pad_len - 2], next_header)
+    return EspPlain(spi, seq, plain[: len(plain) - pad_len - 2], next_header, plain[len(plain) - pad_len - 2:-2])
 
 
 def esp_encrypt(spi: int, seq: int, payload: bytes, encr: EncrSpec, encr_key: bytes, integ: IntegSpec | None,

@@ -3,7 +3,8 @@
 tshark (through pyshark, ``-T json --no-duplicate-keys``) dissects and decrypts the capture;
 this module maps its field tree onto the contract of ``dissectors.ikev2.export`` so that the
 two engines can be compared (``dissectors.diff.compare_messages``). Fields tshark does not
-expose (payload offsets, ID data, certificate lengths) are ``None``.
+expose (certificate lengths) are ``None``; payload offsets and ID data come from the raw
+bytes and positions ``-x`` adds (``FIELD_raw``: ``[hex, position, length, bitmask, type]``).
 
 Keys reach tshark as files, never on its command line: the user's ``ikev2_decryption_table``
 and ``esp_sa`` lines are copied into a private temporary configuration directory that
@@ -40,6 +41,7 @@ from typing import Any, NamedTuple
 
 IKE_TABLE, ESP_TABLE = "ikev2_decryption_table", "esp_sa"
 SK, SKF, SA, NOTIFY, DELETE, TSI, TSR, CP, EAP = 46, 53, 33, 41, 42, 44, 45, 47, 48
+IDI, IDR = 35, 36
 
 Tree = dict[str, Any]
 
@@ -194,16 +196,37 @@ def _map(tree: Tree, fields: Iterable[Field]) -> dict[str, Any]:
     return out
 
 
+def _raws(tree: Tree, key: str) -> list[list]:
+    """The ``-x`` values ``[hex, position, length, bitmask, type]`` of ``key``, one per repeat."""
+    value = tree.get(key + "_raw") if isinstance(tree, dict) else None
+    if not isinstance(value, list) or not value:
+        return []
+    return [value] if isinstance(value[0], str) else [v for v in value if isinstance(v, list)]
+
+
 def _payload_pairs(tree: Tree) -> Iterator[tuple[int, Tree]]:
     """(type, subtree) of each payload at one level, in wire order."""
+    for kind, sub, _raw in _payload_triples(tree):
+        yield kind, sub
+
+
+def _payload_triples(tree: Tree) -> Iterator[tuple[int, Tree, list | None]]:
+    """(type, subtree, raw) of each payload at one level; raw from tshark's ``-x``."""
     types, trees = _many(tree, "isakmp.typepayload"), _many(tree, "isakmp.typepayload_tree")
-    for kind, sub in zip(types, trees):
-        yield _int(kind), sub if isinstance(sub, dict) else {}
+    raws = _raws(tree, "isakmp.typepayload")
+    for n, (kind, sub) in enumerate(zip(types, trees)):
+        yield _int(kind), sub if isinstance(sub, dict) else {}, raws[n] if len(raws) == len(types) else None
 
 
-def _payload(kind: int, tree: Tree) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": kind, **_map(tree, GENERIC), "offset": None}
+def _payload(kind: int, tree: Tree, raw: list | None = None, shift: int | None = None) -> dict[str, Any]:
+    """``raw``/``shift``: the payload's ``-x`` bytes and position, and what to add to the
+    position for multisa's ``offset`` (in the message; inner payloads counted from the SK
+    payload's IV end, as if the plaintext stood there)."""
+    offset = None if raw is None or shift is None else int(raw[1]) + shift
+    out: dict[str, Any] = {"type": kind, **_map(tree, GENERIC), "offset": offset}
     out.update(_map(tree, PAYLOAD.get(kind, ())))
+    if kind in (IDI, IDR) and raw is not None:
+        out["data"] = str(raw[0])[16:]  # after the generic header and ID Type + RESERVED
     if kind == SA:
         out["proposals"] = [
             {**_map(prop, PROPOSAL),
@@ -216,11 +239,15 @@ def _payload(kind: int, tree: Tree) -> dict[str, Any]:
     elif kind == CP:
         out["attributes"] = [_map(a, CFG_ATTRIBUTE) for a in _many(tree, "isakmp.cfg.attr")]
     elif kind in (SK, SKF):
-        out.update(_encrypted(kind, tree))
+        inner_shift = None
+        if kind == SK and offset is not None:
+            iv = _raws(tree, "isakmp.enc.iv")
+            inner_shift = offset + 4 + (int(iv[0][2]) if iv else 0)
+        out.update(_encrypted(kind, tree, inner_shift))
     return out
 
 
-def _encrypted(kind: int, tree: Tree) -> dict[str, Any]:
+def _encrypted(kind: int, tree: Tree, inner_shift: int | None = None) -> dict[str, Any]:
     """SK: inner payloads under decrypted/contained. SKF: each fragment is decrypted on its
     own; the fragment completing reassembly holds the joined inner payloads directly."""
     out: dict[str, Any] = {}
@@ -233,11 +260,12 @@ def _encrypted(kind: int, tree: Tree) -> dict[str, Any]:
         # tshark decrypts with wrong keys too and only flags the checksum: not decrypted
         return {**out, "decrypted": False, "inner": [], "error": "integrity check failed"}
     if kind == SKF:
-        pairs = list(_payload_pairs(tree))
+        triples = [(k, t, None) for k, t, _ in _payload_triples(tree)]
     else:
-        pairs = [p for d in decrypted for c in _many(d, "isakmp.enc.contained")
-                 if isinstance(c, dict) for p in _payload_pairs(c)]
-    return {**out, "decrypted": bool(decrypted), "inner": [_payload(k, t) for k, t in pairs]}
+        triples = [p for d in decrypted for c in _many(d, "isakmp.enc.contained")
+                   if isinstance(c, dict) for p in _payload_triples(c)]
+    return {**out, "decrypted": bool(decrypted),
+            "inner": [_payload(k, t, raw, inner_shift) for k, t, raw in triples]}
 
 
 def _message(frame: Tree, layers: dict[str, Tree], isakmp: Tree) -> dict[str, Any]:
@@ -251,8 +279,14 @@ def _message(frame: Tree, layers: dict[str, Tree], isakmp: Tree) -> dict[str, An
         "time": float(frame["frame.time_epoch"]),
         **_map(addresses, ADDRESSES),
         **_map(isakmp, HEADER),
-        "payloads": [_payload(k, t) for k, t in _payload_pairs(isakmp)],
+        "payloads": [_payload(k, t, raw, _message_shift(isakmp)) for k, t, raw in _payload_triples(isakmp)],
     }
+
+
+def _message_shift(isakmp: Tree) -> int | None:
+    """Minus the frame position of the IKE header (its Initiator SPI), from ``-x``."""
+    ispi = _raws(isakmp, "isakmp.ispi")
+    return -int(ispi[0][1]) if ispi else None
 
 
 def _is_ikev2(isakmp: Tree) -> bool:
@@ -397,7 +431,7 @@ def tshark_messages(path: str | os.PathLike[str],
     loop = asyncio.new_event_loop()
     try:
         with _config_dir(tables):
-            capture = _capture_class()(str(path), use_json=True, include_raw=False,
+            capture = _capture_class()(str(path), use_json=True, include_raw=True,
                                        keep_packets=False, display_filter="isakmp",
                                        eventloop=loop)
             for packet in capture:

@@ -18,6 +18,8 @@ import logging
 import os
 import sys
 
+from analyzer.cli_common import non_negative_float, non_negative_int, positive_float, positive_int
+
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 
 
@@ -36,30 +38,31 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--psk-file", help="file holding the pre-shared key (or set MULTISA_PSK)")
     p.add_argument("--local-id", help="our identity (ID_FQDN); default: our IP address")
     p.add_argument("--remote-id", help="the peer's identity we insist on (default: any)")
-    p.add_argument("--local-ts", help="our protected subnet (default 198.51.100.0/24)")
-    p.add_argument("--remote-ts", help="the peer's protected subnet (default 203.0.113.0/24)")
+    p.add_argument("--local-ts", help="our protected subnet (default: initiator 198.51.100.0/24, "
+                   "responder 203.0.113.0/24)")
+    p.add_argument("--remote-ts", help="the peer's protected subnet (default: the other of the two)")
     p.add_argument("--ike-proposal", action="append", dest="ike_proposals", metavar="PROPOSAL",
                    help="strongSwan-style, e.g. aes256gcm16-prfsha256-x25519 (repeatable)")
     p.add_argument("--esp-proposal", action="append", dest="esp_proposals", metavar="PROPOSAL",
                    help="e.g. aes256gcm16 or aes256-sha256[-modp2048 for PFS] (repeatable)")
-    p.add_argument("--resources", type=int, help="per-resource Child SAs / ESP workers (default: CPU count)")
+    p.add_argument("--resources", type=positive_int, help="per-resource Child SAs / ESP workers (default: CPU count)")
     p.add_argument("--resource-info", action="store_true", default=None,
                    help="enable RFC 9611 SA_RESOURCE_INFO and per-resource Child SAs (off by default, §7)")
-    p.add_argument("--max-per-ts", type=int, help="additional Child SAs allowed per TS pair (default 2 x CPUs)")
-    p.add_argument("--rate", type=float, help="ESP packets/s per worker (default 100, 0 = no ESP)")
-    p.add_argument("--size", type=int, help="inner payload octets (default 64)")
-    p.add_argument("--duration", type=float, help="seconds of ESP per worker (default 5)")
-    p.add_argument("--lifetime", type=float, help="stop after this many seconds whatever happens")
+    p.add_argument("--max-per-ts", type=non_negative_int, help="additional Child SAs allowed per TS pair (default 2 x CPUs)")
+    p.add_argument("--rate", type=non_negative_float, help="ESP packets/s per worker (default 100, 0 = no ESP)")
+    p.add_argument("--size", type=non_negative_int, help="inner payload octets (default 64)")
+    p.add_argument("--duration", type=non_negative_float, help="seconds of ESP per worker (default 5)")
+    p.add_argument("--lifetime", type=positive_float, help="stop after this many seconds whatever happens")
     p.add_argument("--keys-dir", help="write ikev2_decryption_table and esp_sa here")
     p.add_argument("--status-file", help="JSON counters, rewritten twice a second")
     p.add_argument("--fault", action="append", dest="faults", metavar="NAME",
                    help="break one rule on purpose (see `multisa peer faults`; repeatable)")
     p.add_argument("--natt-port", type=int, default=4500, help="local NAT-T port (default 4500)")
-    p.add_argument("--rekey-child-after", type=float, help="rekey resource 0's Child SA after S seconds")
-    p.add_argument("--rekey-ike-after", type=float, help="rekey the IKE SA after S seconds (§2.18)")
+    p.add_argument("--rekey-child-after", type=positive_float, help="rekey resource 0's Child SA after S seconds")
+    p.add_argument("--rekey-ike-after", type=positive_float, help="rekey the IKE SA after S seconds (§2.18)")
     p.add_argument("--collide", action="store_true", default=None,
                    help="answer the peer's first rekey by rekeying the same SA too (simultaneous rekey, §2.8.1)")
-    p.add_argument("--fragment-size", type=int, help="send larger encrypted IKE messages as SKF fragments "
+    p.add_argument("--fragment-size", type=non_negative_int, help="send larger encrypted IKE messages as SKF fragments "
                    "(RFC 7383; default 1280, 0 = never)")
     p.add_argument("--dataplane", choices=("user", "kernel"), default="user",
                    help="ESP in userspace workers (default) or through kernel XFRM: install the negotiated "
@@ -81,7 +84,7 @@ def register(sub) -> None:
     r.add_argument("--once", action="store_true", help="exit when the first IKE SA is gone")
     r.add_argument("--cookies", action="store_true", default=None,
                    help="demand a COOKIE in every IKE_SA_INIT (RFC 7296 §2.6, as under a half-open flood)")
-    r.add_argument("--create-children", type=int, help="additional Child SAs the responder starts itself")
+    r.add_argument("--create-children", type=non_negative_int, help="additional Child SAs the responder starts itself")
     _common(r)
     r.set_defaults(func=cmd_responder)
 
@@ -89,7 +92,7 @@ def register(sub) -> None:
     i.add_argument("--connect", required=True, metavar="ADDR[:PORT]")
     i.add_argument("--local", metavar="ADDR[:PORT]", help="our address and IKE port (default: route to peer, 500)")
     i.add_argument("--remote-natt-port", type=int, default=4500)
-    i.add_argument("--extra-requests", type=int, help="ask for this many Child SAs beyond --resources")
+    i.add_argument("--extra-requests", type=non_negative_int, help="ask for this many Child SAs beyond --resources")
     i.add_argument("--extra-ids", choices=("new", "reuse"),
                    help="extra requests carry new resource ids (default) or reuse those of resources 0, 1, ...")
     i.add_argument("--on-demand", action="store_true", help="create per-resource SAs one by one, not all at once")
@@ -99,14 +102,16 @@ def register(sub) -> None:
 
     d = psub.add_parser("demo", help="responder + initiator in two netns (root) or on loopback, captured")
     d.add_argument("--out", required=True, help="directory for capture.pcapng and the key files")
-    d.add_argument("--resources", type=int, default=2)
+    d.add_argument("--resources", type=positive_int, default=None,
+                   help="per-resource Child SAs (default 2, or what the --fault needs)")
     d.add_argument("--fault", action="append", dest="faults", default=[], metavar="NAME")
-    d.add_argument("--duration", type=float, default=3.0)
-    d.add_argument("--rate", type=float, default=20.0)
+    d.add_argument("--duration", type=positive_float, default=3.0, help="seconds of ESP (default 3)")
+    d.add_argument("--rate", type=non_negative_float, default=20.0, help="ESP packets/s per worker (default 20)")
     d.add_argument("--loopback", action="store_true", help="use loopback even as root")
-    d.add_argument("--max-per-ts", type=int, default=0,
+    d.add_argument("--max-per-ts", type=non_negative_int, default=0,
                    help="the responder's per-TS limit of additional SAs (default 2 x --resources, RFC 9611 §6)")
-    d.add_argument("--extra-requests", type=int, default=0, help="initiator requests beyond --resources")
+    d.add_argument("--extra-requests", type=non_negative_int, default=None,
+                   help="initiator requests beyond --resources (default 0, or what the --fault needs)")
     d.add_argument("-v", "--verbose", action="store_true")
     d.set_defaults(func=cmd_demo)
 
@@ -128,6 +133,9 @@ def _config(args, role: str):
         "status_file", "faults", "extra_requests", "pfs", "rekey_child_after", "rekey_ike_after",
         "create_children", "collide", "fragment_size", "extra_ids", "cookies")}
     over["role"] = role
+    if role == "responder" and not args.config and args.local_ts is None and args.remote_ts is None:
+        # the mirror of the initiator's defaults, so that the two sides agree out of the box
+        over["local_ts"], over["remote_ts"] = "203.0.113.0/24", "198.51.100.0/24"
     if getattr(args, "on_demand", False):
         over["all_at_once"] = False
     if not args.psk_file and os.environ.get("MULTISA_PSK"):
@@ -163,13 +171,34 @@ def _run(node) -> int:
     if node is None:
         return EXIT_ERROR
     try:
-        return asyncio.run(node.run())
+        rc = asyncio.run(node.run())
     except KeyboardInterrupt:
         node.stop_workers()
         return EXIT_FAILED
     except OSError as err:
         print(f"multisa: error: {err.strerror or err} ({node.local_host})", file=sys.stderr)
         return EXIT_ERROR
+    print(status_line(node, rc), file=sys.stderr if rc else sys.stdout, flush=True)
+    return rc
+
+
+def status_line(node, rc: int) -> str:
+    """One line at exit, with or without -v: what was set up, or why nothing was."""
+    role = node.cfg.role
+    ikes = list(getattr(node, "history", []))
+    if not ikes and node.established is None:
+        peer = f" with {node.remote_addr[0]}" if getattr(node, "remote_addr", None) else ""
+        why = "no IKE SA established" + peer + (" (no answer, wrong PSK or proposals? -v says more)"
+                                                if role == "initiator" else "")
+        return f"multisa peer {role}: {why}" + (f"; exit {rc}" if rc else "")
+    children = sum(len(getattr(ike, "children", {})) for ike in ikes)
+    esp = sum(getattr(w, "packets", 0) or 0 for w in getattr(node, "workers", []))
+    what = (f"{len(ikes)} IKE SA{'s' if len(ikes) != 1 else ''} (rekeys included), "
+            f"{children} Child SA{'s' if children != 1 else ''}")
+    if esp:
+        what += f", {esp} ESP packets sent"
+    verdict = "done" if rc == 0 else f"failed (exit {rc}: see the warnings above)"
+    return f"multisa peer {role}: {what}; {verdict}"
 
 
 def cmd_responder(args) -> int:

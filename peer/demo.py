@@ -24,6 +24,16 @@ from pathlib import Path
 from .faults import FAULTS
 
 PSK = "multisa-demo-psk"
+
+#: What a fault needs around it to show (``--fault NAME`` alone reproduces its rule): a
+#: refusal needs requests beyond the responder's limit, MS305 a group past 64 SAs. Used for
+#: the settings the caller left at their defaults (the samples in peer/samples.py are the same).
+FAULT_SCENARIOS: dict[str, dict] = {
+    "no-additional-sas": {"max_per_ts": 2, "extra_requests": 1},
+    "ts-max-queue-data": {"resources": 1, "max_per_ts": 1, "extra_requests": 1,
+                          "init_args": ["--extra-ids", "reuse"]},
+    "no-ts-limit": {"extra_requests": 63},
+}
 INITIATOR_TS, RESPONDER_TS = "198.51.100.0/24", "203.0.113.0/24"
 
 
@@ -87,20 +97,38 @@ def _capture_tool() -> str | None:
     return shutil.which("dumpcap") or shutil.which("tshark")
 
 
-def run_demo(out: str, resources: int = 2, faults: list[str] | None = None, duration: float = 3.0,
+def run_demo(out: str, resources: int | None = None, faults: list[str] | None = None, duration: float = 3.0,
              rate: float = 20.0, loopback: bool = False, log=print, max_per_ts: int = 0,
-             extra_requests: int = 0, init_args: list[str] | tuple = (), resp_args: list[str] | tuple = ()) -> int:
+             extra_requests: int | None = None, init_args: list[str] | tuple = (),
+             resp_args: list[str] | tuple = ()) -> int:
     """One run; the responder's per-TS limit is ``max_per_ts`` (default twice ``resources``, RFC
     9611 §6). The initiator creates the per-resource SAs, rekeys resource 0's SA at half time and
-    the IKE SA at 70 % (§2.18), then deletes everything. ``init_args``/``resp_args``: more flags."""
+    the IKE SA at 70 % (§2.18), then deletes everything. ``init_args``/``resp_args``: more flags.
+    A fault's scenario (FAULT_SCENARIOS) fills the settings left at None/0."""
     faults = list(faults or [])
-    max_per_ts = max_per_ts or 2 * resources
     for f in faults:
         if f not in FAULTS:
             print(f"multisa: error: unknown fault {f!r} (see `multisa peer faults`)", file=sys.stderr)
             return 2
+    for f in faults:
+        scenario = FAULT_SCENARIOS.get(f, {})
+        resources = scenario.get("resources", 2) if resources is None else resources
+        max_per_ts = max_per_ts or scenario.get("max_per_ts", 0)
+        extra_requests = scenario.get("extra_requests", 0) if extra_requests is None else extra_requests
+        if "init_args" in scenario and not init_args:
+            init_args = list(scenario["init_args"])
+    resources = 2 if resources is None else resources
+    extra_requests = extra_requests or 0
+    max_per_ts = max_per_ts or 2 * resources
     outdir = Path(out)
-    outdir.mkdir(parents=True, exist_ok=True)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+        probe = outdir / ".multisa-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        print(f"multisa: error: {out}: cannot write there: {err.strerror or err}", file=sys.stderr)
+        return 2
     for name in ("ikev2_decryption_table", "esp_sa", "capture.pcapng"):
         (outdir / name).unlink(missing_ok=True)
     tool = _capture_tool()

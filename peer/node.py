@@ -724,6 +724,10 @@ class Node:
                     log.info("lifetime of %.1f s reached", self.cfg.lifetime)
                     if self.cfg.role == "initiator" and self.established and self.established.state == "established":
                         self.exit_code = self.exit_code or 1
+                    if self.cfg.role == "initiator" and self.established is None:
+                        log.warning("no IKE SA established with %s:%d within the %.1f s lifetime",
+                                    self.remote_addr[0], self.remote_addr[1], self.cfg.lifetime)
+                        self.exit_code = self.exit_code or 1
                     break
         finally:
             loop.remove_reader(self.sock_ike.fileno())

@@ -79,7 +79,7 @@ def test_strongswan6_text(capsys):
     assert [(m["file"], int(m["frame"]), m["code"], m["cite"]) for m in matches] == [
         (S6_CAP, n, "MS307", "RFC 9611 §7 SHOULD NOT") for n in (7, 8, 9, 10)]
     assert "00000000 in request" in lines[0] and "00000001 in response" in lines[2]
-    assert lines[-1] == "Found 4 findings (4 warning)."
+    assert lines[-1] == "Found 4 findings (4 warnings)."
 
 
 @needs_shared
@@ -225,7 +225,8 @@ def test_sarif_validates_against_the_schema(capsys):
     assert [r["ruleId"] for r in results] == ["MS307"] * 4
     assert all(driver["rules"][r["ruleIndex"]]["id"] == r["ruleId"] for r in results)
     assert [r["properties"]["frames"] for r in results] == [[7], [8], [9], [10]]
-    assert results[0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == S6_CAP
+    assert results[0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == Path(S6_CAP).as_uri()
+    assert results[0]["locations"][0]["physicalLocation"]["region"]["startLine"] == 7  # frame as line
     assert results[0]["level"] == "warning" and run["invocations"][0]["executionSuccessful"] is True
 
 
@@ -266,8 +267,8 @@ def test_github_annotations(capsys):
     multisa("lint", S6_CAP, "-k", S6_KEYS, "--format", "github")
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 4
-    assert lines[0].startswith(f"::warning file={S6_CAP},title=MS307 resource-id-hardware-info::")
-    assert lines[0].endswith("(frame 7) [RFC 9611 §7 SHOULD NOT]")
+    assert lines[0].startswith(f"::warning file={S6_CAP},line=7,title=MS307 resource-id-hardware-info::")
+    assert lines[0].endswith("queue number [RFC 9611 §7 SHOULD NOT]")
 
 
 def test_github_escaping():

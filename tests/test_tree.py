@@ -46,6 +46,9 @@ def test_header_and_frame_line():
     text = render_message(msg)
     out = text.splitlines()
     assert out[0] == "Frame 3: 2023-11-14 22:13:20.123456 192.0.2.1:4500 -> 192.0.2.2:4500 (Non-ESP marker)"
+    assert out[1:3] == ["Internet Protocol Version 4, Src: 192.0.2.1, Dst: 192.0.2.2",  # tshark's layer lines
+                        "User Datagram Protocol, Src Port: 4500, Dst Port: 4500"]
+    del out[1:3]
     assert out[1:10] == [
         "Internet Security Association and Key Management Protocol",
         "    Initiator SPI: 208ea4958b46bc8f",

@@ -257,7 +257,7 @@ def test_cli_dump_json_contract(netns, per_cpu_setup, capsys):
 def test_cli_dump_text(netns, per_cpu_setup, capsys):
     assert xfrm_main(["xfrm", "dump", "--netns", netns]) == 0
     out = capsys.readouterr().out
-    assert "SAD: 4 SA(s)" in out and "c0000012" in out and "cpu-acquire" in out
+    assert "SAD: 4 SAs" in out and "c0000012" in out and "cpu-acquire" in out
 
 
 def test_cli_snapshot_series(netns, per_cpu_setup, tmp_path):

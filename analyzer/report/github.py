@@ -1,10 +1,13 @@
 """``--format github``: GitHub Actions workflow commands (``::error file=…::message``).
 
 Escaping follows the Actions toolkit (``@actions/core`` ``command.ts``): ``%``, CR and LF in
-the message; additionally ``:`` and ``,`` in properties.
+the message; additionally ``:`` and ``,`` in properties. ``line=`` is the finding's first
+frame number (captures have no lines; SARIF does the same).
 """
 
 from __future__ import annotations
+
+import re
 
 from ..model import Finding, Severity
 from ..pipeline import LintReport
@@ -21,10 +24,15 @@ def escape_property(s: str) -> str:
 
 
 def annotation(f: Finding) -> str:
-    frames = ", ".join(map(str, f.frames)) or "-"
+    """``line`` is the first frame (as in SARIF); the message says the other frames once, and
+    not at all when it already names them."""
     title = escape_property(f"{f.code} {f.name}")
-    message = escape_data(f"{f.message} (frame{'s' if len(f.frames) > 1 else ''} {frames}) [{f.citation}]")
-    return f"::{COMMAND[f.severity]} file={escape_property(f.source)},title={title}::{message}"
+    text = f.message
+    if len(f.frames) > 1 and not all(re.search(rf"\\b{n}\\b", text) for n in f.frames):
+        text += f" (frames {', '.join(map(str, f.frames))})"
+    line = f",line={f.frames[0]}" if f.frames else ""
+    message = escape_data(f"{text} [{f.citation}]")
+    return f"::{COMMAND[f.severity]} file={escape_property(f.source)}{line},title={title}::{message}"
 
 
 def render(report: LintReport) -> str:

@@ -146,8 +146,10 @@ def _child_line(c: ChildSa, t0: float | None) -> str:
 def render_text(result: CaptureResult) -> str:
     a = result.analyzer
     t0 = a.first.ts if a.first else None
-    out = [f"{result.path}: {a.messages} IKE messages, {a.esp_packets} ESP packets, "
-           f"{len(a.lineages)} IKE SA lineage{'s' if len(a.lineages) != 1 else ''}"]
+    from .text import plural
+
+    out = [f"{result.path}: {plural(a.messages, 'IKE message')}, {plural(a.esp_packets, 'ESP packet')}, "
+           f"{plural(len(a.lineages), 'IKE SA lineage')}"]
     for lin in a.lineages:
         peers = ", ".join(f"{k.value}={v}" for k, v in sorted(lin.addrs.items(), key=lambda kv: kv[0].value))
         extra = f", remote access (CP frame {lin.remote_access.index})" if lin.remote_access else ""

@@ -1,7 +1,8 @@
 """``--format junit``: JUnit XML, one test case per rule per capture (as ruff's junit output).
 
 A rule with findings in a capture is a failed test case listing them; a capture that could
-not be read to its end adds an ``<error>`` test case.
+not be read to its end adds an ``<error>`` test case. A capture of which nothing could be
+read (not a capture, cut in its header) has only that error case: no rule passed on it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ def render(report: LintReport) -> str:
         shown = report.shown(result)
         suite = ET.SubElement(root, "testsuite", name=result.path)
         s_fail = s_err = 0
-        for rule in report.rules:
+        unread = bool(result.error) and not (result.analyzer.messages or result.analyzer.esp_packets)
+        judged = [] if unread else report.rules
+        for rule in judged:
             case = ET.SubElement(suite, "testcase", classname=result.path, name=f"{rule.code} {rule.name}")
             hits = [f for f in shown if f.code == rule.code]
             if hits:
@@ -31,7 +34,7 @@ def render(report: LintReport) -> str:
             s_err += 1
             case = ET.SubElement(suite, "testcase", classname=result.path, name="read capture")
             ET.SubElement(case, "error", message=result.error).text = result.error
-        tests = len(report.rules) + (1 if result.error else 0)
+        tests = len(judged) + (1 if result.error else 0)
         suite.set("tests", str(tests))
         suite.set("failures", str(s_fail))
         suite.set("errors", str(s_err))

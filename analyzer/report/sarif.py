@@ -1,15 +1,27 @@
 """``--format sarif``: SARIF 2.1.0 (OASIS), with every selected rule in ``tool.driver.rules``.
 
-Captures are binary artifacts, so a result's location is the capture file (no line region)
-plus a logical location per frame; frames, IKE SPIs and the group travel in ``properties``.
-``partialFingerprints`` lets code-scanning services follow a finding across runs.
+Valid for GitHub code scanning (checked with Microsoft's SARIF Multitool, ``validate
+--rule-kind "Gh;Sarif"``, 0 errors 0 warnings, in tests/test_sarif_multitool.py):
+
+- a capture has no lines, so a result's region is its **first frame number as the line**
+  (``startLine`` = ``endLine`` = frame; a finding with no frame points at line 1); every
+  frame is also a logical location, and frames, IKE SPIs and the group are in ``properties``;
+- URIs are relative to the current directory (run lint from the repository root) with
+  ``uriBaseId`` ``%SRCROOT%``, given in ``originalUriBaseIds``; a capture outside the current
+  directory keeps an absolute ``file://`` URI;
+- ``partialFingerprints`` hash what identifies a finding (rule, file, IKE SPIs, frames,
+  message) so alerts do not duplicate between runs;
+- the security rules (group Security, replay, integrity) carry the ``security`` tag and a
+  ``security-severity`` (error 7.5, warning 5.0, info 2.0), as GitHub ranks security alerts.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+from pathlib import Path
 from urllib.parse import quote
 
 from ..model import Finding, Severity
@@ -21,13 +33,16 @@ LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "n
 RFC_URL = "https://www.rfc-editor.org/rfc/rfc{number}"
 
 
-def _version() -> str:
-    try:
-        from importlib.metadata import version
+SRCROOT = "%SRCROOT%"
+#: Rules about the security of the deployment (beyond protocol conformance).
+SECURITY_RULES = frozenset({"MS305", "MS306", "MS307", "MS401", "MS404", "MS420", "MS902"})
+SECURITY_SEVERITY = {Severity.ERROR: "7.5", Severity.WARNING: "5.0", Severity.INFO: "2.0"}
 
-        return version("multisa")
-    except Exception:  # not installed (running from a checkout)
-        return "0.1.0"
+
+def _version() -> str:
+    from ..cli_common import version
+
+    return version()
 
 
 def help_uri(rfc: str) -> str:
@@ -40,6 +55,11 @@ def help_uri(rfc: str) -> str:
 
 def rule_descriptor(rule: Rule) -> dict:
     sections = rule.doc_sections()
+    tags = ["ipsec", "ikev2", "rfc9611", rule.group.value.lower()]
+    props = {"rfc": rule.rfc, "level": rule.level.value or None, "group": rule.group.value, "tags": tags}
+    if rule.code in SECURITY_RULES:
+        tags += [] if "security" in tags else ["security"]
+        props["security-severity"] = SECURITY_SEVERITY[rule.severity]
     return {
         "id": rule.code,
         "name": rule.name,
@@ -48,8 +68,7 @@ def rule_descriptor(rule: Rule) -> dict:
         "help": {"text": rule.doc, "markdown": rule.doc},
         "helpUri": help_uri(rule.rfc),
         "defaultConfiguration": {"level": LEVEL[rule.severity]},
-        "properties": {"rfc": rule.rfc, "level": rule.level.value or None, "group": rule.group.value,
-                       "tags": ["ipsec", "ikev2", "rfc9611", rule.group.value.lower()]},
+        "properties": props,
     }
 
 
@@ -57,14 +76,26 @@ def _uri(path: str) -> str:
     return quote(path.replace("\\", "/"), safe="/:")
 
 
+def artifact_location(path: str) -> dict:
+    """Relative to the current directory under ``%SRCROOT%``; else an absolute file URI."""
+    try:
+        rel = Path(os.path.abspath(path)).relative_to(Path.cwd())
+    except ValueError:
+        return {"uri": Path(os.path.abspath(path)).as_uri()}
+    return {"uri": _uri(rel.as_posix()), "uriBaseId": SRCROOT}
+
+
 def result(f: Finding, index: dict[str, int]) -> dict:
+    line = f.frames[0] if f.frames else 1  # the frame number as the line (README, lint)
     fingerprint = hashlib.sha256(f"{f.code}|{f.source}|{f.ike_spis}|{f.frames}|{f.message}".encode()).hexdigest()
     out = {
         "ruleId": f.code,
         "level": LEVEL[f.severity],
         "message": {"text": f"{f.message} [{f.citation}]"},
         "locations": [{
-            "physicalLocation": {"artifactLocation": {"uri": _uri(f.source)}},
+            "physicalLocation": {"artifactLocation": artifact_location(f.source),
+                                 "region": {"startLine": line, "startColumn": 1,
+                                            "endLine": line, "endColumn": 2}},
             "logicalLocations": [{"name": f"frame {n}", "kind": "frame"} for n in f.frames],
         }],
         "partialFingerprints": {"multisaFinding/v1": fingerprint},
@@ -94,7 +125,8 @@ def document(report: LintReport) -> dict:
             "tool": {"driver": {"name": "multisa", "version": _version(),
                                 "informationUri": RFC_URL.format(number=9611),
                                 "rules": [rule_descriptor(r) for r in rules]}},
-            "artifacts": [{"location": {"uri": _uri(r.path)}, "roles": ["analysisTarget"]}
+            "originalUriBaseIds": {SRCROOT: {"uri": Path.cwd().as_uri() + "/"}},
+            "artifacts": [{"location": artifact_location(r.path), "roles": ["analysisTarget"]}
                           for r in report.results],
             "invocations": [{"executionSuccessful": not report.errors,
                              "toolExecutionNotifications": notifications}],

@@ -103,7 +103,8 @@ _CFG_TEXT = {CfgAttr.APPLICATION_VERSION, CfgAttr.INTERNAL_DNS_DOMAIN}
 
 def render_message(msg: IkeMessage) -> str:
     """The text tree of ``msg``: a frame line, then the ISAKMP header and its payloads."""
-    out = [_frame_line(msg), "Internet Security Association and Key Management Protocol"]
+    out = [_frame_line(msg), *_layers(msg.src, msg.dst, msg.sport, msg.dport),
+           "Internet Security Association and Key Management Protocol"]
     add = _adder(out, 1)
     add(f"Initiator SPI: {msg.spi_i.hex()}")
     add(f"Responder SPI: {msg.spi_r.hex()}")
@@ -117,6 +118,87 @@ def render_message(msg: IkeMessage) -> str:
         _payload(out, payload, 1)
     if msg.malformed is not None:
         add(f"[Malformed: {msg.malformed}]")
+    return "\n".join(out)
+
+
+def _layers(src: str, dst: str, sport: int | None, dport: int | None) -> list[str]:
+    """tshark's one-line summaries of the IP and UDP layers."""
+    if not (src or dst):
+        return []
+    version = 6 if ":" in (src or dst) else 4
+    lines = [f"Internet Protocol Version {version}, Src: {src}, Dst: {dst}"]
+    if sport is not None and dport is not None:
+        lines.append(f"User Datagram Protocol, Src Port: {sport}, Dst Port: {dport}")
+    return lines
+
+
+_NEXT_HEADER = {4: "IPIP", 41: "IPv6", 59: "NONE", 6: "TCP", 17: "UDP", 1: "ICMP", 58: "ICMPv6"}
+_INNER_PROTO = {6: "Transmission Control Protocol", 17: "User Datagram Protocol", 1: "Internet Control Message Protocol",
+                58: "Internet Control Message Protocol v6", 132: "Stream Control Transmission Protocol"}
+
+
+def render_esp(frame, src: str, dst: str, sport: int | None, dport: int | None, packet: bytes, keys=None) -> str:
+    """One ESP packet (``packet`` from the SPI on) as tshark -V shows it with
+    ``esp.enable_encryption_decode``: SPI, sequence number, and with an ``esp_sa`` key
+    (``keys``: a ``dissectors.keys.EspKeys``) the IV, the ICV and its status, the decrypted
+    data with Pad, Pad Length, Next header, and the inner packet's IP/transport summary. A
+    failed ICV reads ``[ICV status: Bad -- wrong keys?]`` and nothing is decrypted."""
+    import struct
+
+    from dissectors.crypto import DecryptError, IntegrityError
+    from dissectors.esp import esp_decrypt, inner_flow
+
+    head = f"Frame {frame.index}: {_time(frame.ts)} {_endpoint(src, sport)} -> {_endpoint(dst, dport)}"
+    out = [head, *_layers(src, dst, sport, dport), "Encapsulating Security Payload"]
+    add, add2 = _adder(out, 1), _adder(out, 2)
+    if len(packet) < 8:
+        add(f"[Malformed: ESP header at offset 0: {len(packet)} octets, SPI and Sequence Number need 8]")
+        return "\n".join(out)
+    spi, seq = struct.unpack_from(">II", packet)
+    add(f"ESP SPI: 0x{spi:08x} ({spi})")
+    add(f"ESP Sequence: {seq}")
+    encr = getattr(keys, "encr", None)
+    if keys is None or encr is None:
+        add(f"ESP Data: {_sized(packet[8:])}")
+        add(f"[No esp_sa key for SPI 0x{spi:08x} to {dst}: not decrypted]")
+        return "\n".join(out)
+    integ = None if encr.aead else keys.auth
+    icv_len = encr.icv_len if encr.aead else (integ.icv_len if integ is not None else 0)
+    iv = packet[8:8 + encr.iv_len]
+    body = packet[8 + encr.iv_len:len(packet) - icv_len]
+    icv = packet[len(packet) - icv_len:] if icv_len else b""
+    algo = f"<{encr.name}>"
+    add(f"[Keys: esp_sa {keys.source}]")
+    if iv:
+        add(f"ESP IV: {_sized(iv)}")
+    add(f"ESP Encrypted Data: {_sized(body)} {algo}")
+    try:
+        plain = esp_decrypt(packet, encr, keys.encr_key, integ, keys.auth_key)
+    except IntegrityError:
+        if icv:
+            add(f"ESP ICV: {_sized(icv)}")
+        add2("[ICV status: Bad -- wrong keys?]")
+        return "\n".join(out)
+    except DecryptError as err:
+        add(f"[Malformed: ESP Decrypted Data: {err}]")
+        return "\n".join(out)
+    if icv:
+        checked = encr.aead or (integ is not None and integ.checks)
+        add(f"ESP ICV: {_sized(icv)}")
+        add2(f"[ICV status: {'Good' if checked else 'Unchecked (no integrity algorithm)'}]")
+    add(f"ESP Decrypted Data: ({len(body)} bytes)")
+    add2(f"ESP Contained Data: {_sized(plain.payload)}")
+    add2(f"Pad: {plain.pad.hex() or '(none)'}")
+    add2(f"ESP Pad Length: {len(plain.pad)}")
+    add2(f"Next header: {_NEXT_HEADER.get(plain.next_header, 'UNKNOWN')} (0x{plain.next_header:02x})")
+    flow = inner_flow(plain, src, dst)
+    if flow is not None:
+        if plain.next_header in (4, 41):
+            version = 6 if plain.next_header == 41 else 4
+            out.append(f"Internet Protocol Version {version}, Src: {flow.src}, Dst: {flow.dst}")
+        name = _INNER_PROTO.get(flow.proto, f"IP protocol {flow.proto}")
+        ports = f", Src Port: {flow.sport}, Dst Port: {flow.dport}" if flow.sport or flow.dport else ""
+        out.append(f"{name}{ports}")
     return "\n".join(out)
 
 

@@ -24,6 +24,11 @@ REGISTER_GLOBALLY = True
 ESP_RULES: dict[str, Rule] = {}
 
 
+
+def _n(n: int, word: str) -> str:
+    """``1 packet``, ``2 packets``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
 def rule(**kw) -> Callable[[Callable], Callable]:
     def register(fn: Callable) -> Callable:
         code = kw["code"]
@@ -61,7 +66,7 @@ def esp_replayed_sequence_number(e: EspSaSeen) -> Iterator[Hit]:
     """
     t = e.sa.tracker
     if t.replays:
-        yield Hit(f"{_sa(e)}: {t.replays} replayed sequence number(s) inside the {e.settings.window}-packet "
+        yield Hit(f"{_sa(e)}: {_n(t.replays, 'replayed sequence number')} inside the {e.settings.window}-packet "
                   f"window (first in frame {t.first_replay_frame})", frames=(e.sa.frame(t.first_replay_frame),))
 
 
@@ -83,7 +88,7 @@ def esp_sequence_gap(e: EspSaSeen) -> Iterator[Hit]:
     """
     t = e.sa.tracker
     if t.gaps > 0:
-        yield Hit(f"{_sa(e)}: {t.gaps} sequence number(s) missing between {t.first_seq} and "
+        yield Hit(f"{_sa(e)}: {_n(t.gaps, 'sequence number')} missing between {t.first_seq} and "
                   f"{t.highest_seq} (first gap in frame {t.first_gap_frame})",
                   frames=(e.sa.frame(t.first_gap_frame),))
 
@@ -107,7 +112,7 @@ def esp_reordered_beyond_window(e: EspSaSeen) -> Iterator[Hit]:
     """
     t = e.sa.tracker
     if t.reorders:
-        yield Hit(f"{_sa(e)}: {t.reorders} packet(s) reordered beyond the {e.settings.window}-packet window "
+        yield Hit(f"{_sa(e)}: {_n(t.reorders, 'packet')} reordered beyond the {e.settings.window}-packet window "
                   f"(first in frame {t.first_reorder_frame})", frames=(e.sa.frame(t.first_reorder_frame),))
 
 
@@ -130,7 +135,7 @@ def esp_sequence_cycled_without_esn(e: EspSaSeen) -> Iterator[Hit]:
     """
     t = e.sa.tracker
     if t.wraps and not t.esn:
-        yield Hit(f"{_sa(e)}: the 32-bit sequence number cycled {t.wraps} time(s) without ESN "
+        yield Hit(f"{_sa(e)}: the 32-bit sequence number cycled {_n(t.wraps, 'time')} without ESN "
                   f"(frame {t.first_wrap_frame})", frames=(e.sa.frame(t.first_wrap_frame),))
 
 
@@ -182,7 +187,7 @@ def esp_unknown_spi(e: EspSaSeen) -> Iterator[Hit]:
     """
     if e.any_ike and e.sa.child is None:
         t = e.sa.tracker
-        yield Hit(f"{_sa(e)}: {t.packets} packet(s) on an SPI no captured IKE exchange negotiated")
+        yield Hit(f"{_sa(e)}: {_n(t.packets, 'packet')} on an SPI no captured IKE exchange negotiated")
 
 
 @rule(code="MS411", name="esp-after-delete",
@@ -344,6 +349,6 @@ def esp_integrity_check_failed(e: EspSaSeen) -> Iterator[Hit]:
     """
     v = e.sa
     if v.icv_failures:
-        yield Hit(f"{_sa(e)}: {v.icv_failures} of {v.tracker.packets} packet(s) failed the integrity check "
+        yield Hit(f"{_sa(e)}: {v.icv_failures} of {_n(v.tracker.packets, 'packet')} failed the integrity check "
                   f"with keys {v.key_source or '?'} (first in frame {v.first_icv_failure})",
                   frames=(v.frame(v.first_icv_failure),))
