@@ -104,7 +104,17 @@ class Facts:
     @property
     def resource_id(self) -> bytes | None:
         n = self.notify(NotifyType.SA_RESOURCE_INFO)
+        if n is None:  # pre-RFC draft: CPU_QUEUE_INFO plays SA_RESOURCE_INFO's part, and
+            n = self.notify(NotifyType.CPU_QUEUE_INFO)  # CPU_QUEUES that of the initial SA's
+            if n is None and self.notify(NotifyType.CPU_QUEUES) is not None:
+                return b""  # empty SA_RESOURCE_INFO (RFC 9611 §3)
         return None if n is None else n.data
+
+    @property
+    def cpu_queues(self) -> int | None:
+        """CPU_QUEUES' count (pre-RFC draft; 4 octets, shorter data read as it comes)."""
+        n = self.notify(NotifyType.CPU_QUEUES)
+        return None if n is None else int.from_bytes(n.data[:4], "big")
 
     @property
     def errors(self) -> list[int]:
@@ -454,6 +464,11 @@ class Analyzer:
             resource_id_i=rid_req if requester is Side.I else rid_resp,
             resource_id_r=rid_resp if requester is Side.I else rid_req,
             requested=request.frame, created=response.frame)
+        # pre-RFC draft (CPU_QUEUES / CPU_QUEUE_INFO): the group is rebuilt as for RFC 9611
+        queues = [q for q in (request.cpu_queues, response.cpu_queues) if q is not None]
+        child.cpu_queues = max(queues) if queues else None
+        child.pre_rfc = bool(queues) or any(
+            f.notify(NotifyType.CPU_QUEUE_INFO) for f in (request, response))
         group = (old.group if old is not None else None) or self._group(lineage, ts)
         new_group = not group.children
         active_before, peak_before = len(group.active), group.peak_active
@@ -534,6 +549,11 @@ class Analyzer:
         first for its selectors; a capture that started mid-life cannot tell, unless the SA
         names a resource."""
         named = bool(child.resource_id_i or child.resource_id_r)
+        if child.pre_rfc:  # draft: CPU_QUEUES marks the fallback, CPU_QUEUE_INFO (maybe empty) a member
+            named = child.cpu_queues is None and (child.resource_id_i is not None or child.resource_id_r is not None)
+            if child.cpu_queues is not None and not named and (
+                    group.fallback is None or group.fallback.deleted is not None):
+                return "fallback"
         fallback = group.fallback
         if fallback is not None and fallback.deleted is None:
             return "member"

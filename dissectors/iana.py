@@ -381,6 +381,15 @@ class NotifyType(IntEnum):
     SA_RESOURCE_INFO = 16444  # RFC 9611 §5.1
     USE_PPK_INT = 16445
     PPK_IDENTITY_KEY = 16446
+    # Private use (RFC 7296 §3.10.1: 40960-65535). The pre-RFC per-CPU negotiation of
+    # draft-pwouters-ipsecme-multi-sa-performance-02, as strongSwan's proof of concept sent it;
+    # RFC 9611 replaced both with SA_RESOURCE_INFO (16444) and TS_MAX_QUEUE (48).
+    CPU_QUEUES = 40970  # 4 octets: the minimum number of additional per-CPU SAs; with the fallback SA
+    CPU_QUEUE_INFO = 40971  # empty or identifying data; on every additional per-CPU SA
+
+
+#: The pre-RFC (draft) per-CPU notifies, private-use numbers.
+PRE_RFC_PER_CPU_NOTIFIES = frozenset({NotifyType.CPU_QUEUES, NotifyType.CPU_QUEUE_INFO})
 
 
 def notify_is_error(notify_type: int) -> bool:

@@ -299,6 +299,13 @@ def _notify(out: list[str], p: NotifyPayload, depth: int) -> None:
             add("Resource Identifier: (empty: not bound to a resource)")
     elif p.notify_type == NotifyType.TS_MAX_QUEUE and not p.data:  # RFC 9611 §5.2: no data
         pass
+    elif p.notify_type == NotifyType.CPU_QUEUES and len(p.data) == 4:  # pre-RFC draft: a count
+        add(f"Minimum additional per-CPU SAs: {int.from_bytes(p.data, 'big')} (pre-RFC draft, private use)")
+    elif p.notify_type == NotifyType.CPU_QUEUE_INFO:  # pre-RFC draft: empty or identifying data
+        if p.data:
+            add(f'Queue Identifier: {_hex(p.data)} ("{_printable(p.data[:_HEX_LIMIT])}") (pre-RFC draft)')
+        else:
+            add("Queue Identifier: (empty) (pre-RFC draft)")
     else:
         add(f"Notification DATA: {_hex(p.data) if p.data else '<MISSING>'}")
 
