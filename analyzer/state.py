@@ -150,6 +150,7 @@ class Analyzer:
         self._closed: dict[IkeLineage, None] = {}  # closed lineages, oldest first
         self.pruned_lineages = 0
         self.messages = 0
+        self.ikev1_messages = 0  # IKEv1 messages skipped (multisa analyses IKEv2)
         self.esp_packets = 0
         self.first: FrameRef | None = None
         self.last: FrameRef | None = None
@@ -158,6 +159,9 @@ class Analyzer:
     # --- input ---------------------------------------------------------------------------
 
     def feed(self, msg: IkeMessage) -> list[Finding]:
+        if msg.version >> 4 == 1:  # IKEv1 (ISAKMP): shown, counted, never judged
+            self.ikev1_messages += 1
+            return []
         self.messages += 1
         frame = msg.frame or FrameRef(self.source, self.messages, 0.0)
         self.first = self.first or frame

@@ -48,3 +48,72 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+# --- IKEv1 (ISAKMP) -----------------------------------------------------------------------------
+
+
+def _v1(kind: int, body: bytes):
+    from dissectors.ikev2.ikev1 import IsakmpPayload
+
+    return IsakmpPayload(payload_type=kind, data=body)
+
+
+def _v1_sa() -> bytes:
+    """RFC 2407 §4.6.1 SA body: DOI IPsec, situation SIT_IDENTITY_ONLY, one ISAKMP proposal with
+    one KEY_IKE transform (AES-CBC-128, SHA1, PSK, MODP-2048, 28800 s)."""
+    import struct
+
+    attrs = b"".join(struct.pack(">HH", 0x8000 | t, v) for t, v in
+                     ((1, 7), (14, 128), (2, 2), (3, 1), (4, 14), (11, 1), (12, 28800)))
+    transform = struct.pack(">BBHBBH", 0, 0, 8 + len(attrs), 1, 1, 0) + attrs
+    proposal = struct.pack(">BBHBBBB", 0, 0, 8 + len(transform), 1, 1, 0, 1) + transform
+    return struct.pack(">II", 1, 1) + proposal
+
+
+def ikev1_records(conv: ikesim.Conversation | None = None, encrypted_qm: int = 2) -> list:
+    """IKEv1 Main Mode (6 messages, the last two encrypted) and ``encrypted_qm`` Quick Mode
+    messages, as ``IkeMessage`` records with IKEv1 payloads (version 1.0), in wire order."""
+    import hashlib
+
+    from dissectors.iana import IsakmpExchangeType as X, IsakmpPayloadType as T
+    from dissectors.ikev2.ikev1 import IsakmpEncrypted
+    from dissectors.ikev2.message import IkeMessage
+
+    conv = conv or ikesim.Conversation(source="ikev1.pcap")
+    ci = hashlib.sha256(b"v1-ci").digest()[:8]
+    cr = hashlib.sha256(b"v1-cr").digest()[:8]
+    a, b = conv.addr["I"], conv.addr["R"]
+    nat_d = hashlib.sha1(b"nat").digest()
+    plan = [
+        (a, b, bytes(8), X.IDENTITY_PROTECTION, 0, 0, [_v1(T.SA, _v1_sa()), _v1(T.VID, bytes(16))]),
+        (b, a, cr, X.IDENTITY_PROTECTION, 0, 0, [_v1(T.SA, _v1_sa()), _v1(T.VID, bytes(16))]),
+        (a, b, cr, X.IDENTITY_PROTECTION, 0, 0, [_v1(T.KE, bytes(256)), _v1(T.NONCE, bytes(32)),
+                                                 _v1(T.NAT_D, nat_d), _v1(T.NAT_D, nat_d)]),
+        (b, a, cr, X.IDENTITY_PROTECTION, 0, 0, [_v1(T.KE, bytes(256)), _v1(T.NONCE, bytes(32)),
+                                                 _v1(T.NAT_D, nat_d), _v1(T.NAT_D, nat_d)]),
+        (a, b, cr, X.IDENTITY_PROTECTION, 1, 0, [IsakmpEncrypted(first_type=T.ID, data=bytes(64))]),
+        (b, a, cr, X.IDENTITY_PROTECTION, 1, 0, [IsakmpEncrypted(first_type=T.ID, data=bytes(64))]),
+    ]
+    for n in range(encrypted_qm):
+        src, dst = (a, b) if n % 2 == 0 else (b, a)
+        plan.append((src, dst, cr, X.QUICK_MODE, 1, 0x5A5A0001, [IsakmpEncrypted(first_type=T.HASH, data=bytes(96))]))
+    for src, dst, resp, exch, flags, mid, payloads in plan:
+        msg = IkeMessage(ci, resp, exch, mid, flags, 0x10, payloads=payloads, src=src, dst=dst, sport=500, dport=500)
+        conv.send(msg)
+    return conv.records
+
+
+def ikev1_capture(path: Path, with_ikev2: bool = False) -> Path:
+    """An IKEv1 capture; ``with_ikev2`` adds an IKEv2 IKE SA (per-resource, with keys beside
+    the capture in ``ikev2_decryption_table``) between the two versions' messages."""
+    conv = ikesim.Conversation(source=path.name)
+    if with_ikev2:
+        conv.established()
+        conv.create_child("I", ikesim.rid(1), ikesim.rid(2))
+    ikev1_records(conv)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ikesim.write_pcap(path, conv.records, encrypt=True)
+    if with_ikev2:
+        ikesim.write_key_table(path.parent / "ikev2_decryption_table", conv.records)
+    return path

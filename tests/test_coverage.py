@@ -25,7 +25,9 @@ def _run(capsys, *argv) -> tuple[int, str]:
     from analyzer.cli import main
 
     code = main(list(argv))
-    return code, capsys.readouterr().out
+    captured = capsys.readouterr()
+    _run.err = captured.err
+    return code, captured.out
 
 
 # --- pre-RFC CPU_QUEUES / CPU_QUEUE_INFO ------------------------------------------------------
@@ -85,3 +87,80 @@ def test_rfc9611_rules_judge_prerfc_groups():
     conv.create_child("I", None, None, ts=narrow, req_extra=[info], resp_extra=[info])
     codes = {f.code for f in ikesim.feed_all(Analyzer(), conv.records)}
     assert {"MS109", "MS202"} <= codes
+
+
+# --- IKEv1 -------------------------------------------------------------------------------------
+
+
+def test_ikev1_is_decoded_to_header_and_payload_chain(tmp_path):
+    from dissectors.capture import iter_datagrams
+    from dissectors.iana import IsakmpExchangeType, IsakmpPayloadType
+    from dissectors.ikev2 import ike_messages
+    from dissectors.ikev2.ikev1 import IsakmpEncrypted
+    from tests.make_samples import ikev1_capture
+
+    msgs = list(ike_messages(iter_datagrams(str(ikev1_capture(tmp_path / "v1.pcap")))))
+    assert len(msgs) == 8 and all(m.major_version == 1 and m.malformed is None for m in msgs)
+    assert [p.type for p in msgs[2].payloads] == [IsakmpPayloadType.KE, IsakmpPayloadType.NONCE,
+                                                  IsakmpPayloadType.NAT_D, IsakmpPayloadType.NAT_D]
+    assert msgs[0].exchange == IsakmpExchangeType.IDENTITY_PROTECTION and msgs[0].exchange_name == \
+        "IKEv1 Identity Protection (Main Mode)"
+    assert isinstance(msgs[6].payloads[0], IsakmpEncrypted) and msgs[6].exchange_name == "IKEv1 Quick Mode"
+    for m in msgs:  # the codec builds IKEv1 back byte for byte
+        assert bytes(m) == m.raw
+
+
+def test_ikev1_show_text_and_json(tmp_path, capsys):
+    from tests.make_samples import ikev1_capture
+
+    capture = str(ikev1_capture(tmp_path / "v1.pcap"))
+    code, out = _run(capsys, "show", capture)
+    assert code == 0 and "Malformed" not in out and "UNKNOWN" not in out
+    assert out.count("Internet Security Association and Key Management Protocol (IKEv1)") == 8
+    assert "Exchange type: Identity Protection (Main Mode) (2)" in out and "Exchange type: Quick Mode (32)" in out
+    assert "Payload: NAT-D (RFC 3947) (20)" in out and "Flags: 0x01 (Encryption)" in out
+    code, out = _run(capsys, "show", capture, "--json")
+    doc = json.loads(out)["messages"]
+    assert [m["version"] for m in doc] == [1] * 8
+    assert doc[4]["flags"] == {"encryption": True, "commit": False, "authentication_only": False}
+    assert doc[4]["payloads"][0]["encrypted"] is True and "malformed" not in doc[0]
+
+
+@pytest.mark.parametrize("mixed", [False, True], ids=["ikev1", "mixed"])
+def test_ikev1_is_skipped_by_rules_and_groups_with_one_note(tmp_path, capsys, mixed):
+    from tests.make_samples import ikev1_capture
+
+    capture = str(ikev1_capture(tmp_path / "c.pcap", with_ikev2=mixed))
+    keys = ["-k", str(tmp_path)] if mixed else []
+    code, out = _run(capsys, "lint", capture, *keys, "-f", "json")
+    assert (code, json.loads(out)["findings"]) == (0, []), _run.err
+    assert _run.err.count("IKEv1 traffic present, not analyzed") == 1
+    code, out = _run(capsys, "groups", capture, *keys, "--json")
+    doc = json.loads(out)
+    assert doc["ikev1_messages"] == 8
+    assert len(doc["lineages"]) == (1 if mixed else 0)
+    if mixed:
+        assert doc["lineages"][0]["ike_sas"][0]["spi_r"] != "0" * 16
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed (apt-get install tshark)")
+@pytest.mark.parametrize("case", ["ikev1", "mixed", "prerfc"])
+def test_tshark_engine_agrees_on_new_cases(tmp_path, case):
+    from dissectors.capture import iter_datagrams
+    from dissectors.diff import compare_messages
+    from dissectors.ikev2 import ike_messages
+    from dissectors.ikev2.export import message_to_dict
+    from dissectors.keys import load_keys
+    from dissectors.tshark import tshark_messages
+    from tests.make_samples import ikev1_capture
+
+    if case == "prerfc":
+        capture = prerfc_cpu_queues(tmp_path)
+    else:
+        capture = ikev1_capture(tmp_path / "c.pcap", with_ikev2=case == "mixed")
+    keys = [str(tmp_path)]
+    mine = [message_to_dict(m) for m in ike_messages(iter_datagrams(str(capture)), load_keys(keys))]
+    theirs = tshark_messages(str(capture), keys)
+    assert len(mine) == len(theirs) > 0
+    assert compare_messages(mine, theirs) == []
+    assert sum(m["version"] == 1 for m in theirs) == (0 if case == "prerfc" else 8)

@@ -206,9 +206,10 @@ def test_generic_header_cut_short():
 def test_ike_header_too_short_and_bad_version_and_bad_length():
     assert parse_message(b"\x00" * 27).malformed.field == "IKE header"
     wire = bytes(message([NoncePayload(data=b"n" * 16)]))
-    bad_version = patched(wire, 17, "B", 0x10)
+    bad_version = patched(wire, 17, "B", 0x30)  # 1.0 is IKEv1 (ISAKMP), decoded as such
     assert (parse_message(bad_version).malformed.field, parse_message(bad_version).malformed.offset) == \
         ("IKE header.version", 17)
+    assert parse_message(patched(wire, 17, "B", 0x10)).major_version == 1
     too_long = patched(wire, 24, "I", len(wire) + 10)
     m = parse_message(too_long)
     assert (m.malformed.field, m.malformed.offset) == ("IKE header.length", 24)

@@ -92,7 +92,8 @@ def lineage_dict(lin: IkeLineage) -> dict:
 
 def document(result: CaptureResult) -> dict:
     a = result.analyzer
-    return {"file": result.path, "ike_messages": a.messages, "esp_packets": a.esp_packets,
+    return {"file": result.path, "ike_messages": a.messages, "ikev1_messages": a.ikev1_messages,
+            "esp_packets": a.esp_packets,
             "error": result.error, "pruned_lineages": a.pruned_lineages,
             "lineages": [lineage_dict(lin) for lin in a.lineages]}
 
@@ -148,7 +149,8 @@ def render_text(result: CaptureResult) -> str:
     a = result.analyzer
     t0 = a.first.ts if a.first else None
     out = [f"{result.path}: {a.messages} IKE messages, {a.esp_packets} ESP packets, "
-           f"{len(a.lineages)} IKE SA lineage{'s' if len(a.lineages) != 1 else ''}"]
+           f"{len(a.lineages)} IKE SA lineage{'s' if len(a.lineages) != 1 else ''}"
+           + (f" ({a.ikev1_messages} IKEv1 messages, not analyzed)" if a.ikev1_messages else "")]
     for lin in a.lineages:
         peers = ", ".join(f"{k.value}={v}" for k, v in sorted(lin.addrs.items(), key=lambda kv: kv[0].value))
         extra = f", remote access (CP frame {lin.remote_access.index})" if lin.remote_access else ""
