@@ -89,7 +89,7 @@ class ChildKeyDeriver:
     def feed(self, msg: IkeMessage) -> None:
         if msg.malformed is not None and not msg.payloads:
             return
-        payloads = list(msg.all_payloads())
+        payloads = [p for p in msg.all_payloads() if p.malformed is None]  # partly decoded: not used
         nonce = next((p.data for p in payloads if isinstance(p, NoncePayload)), None)
         sa = next((p for p in payloads if isinstance(p, SaPayload)), None)
         ke = any(isinstance(p, KePayload) for p in payloads)

@@ -84,6 +84,8 @@ class Facts:
         readable = not any(isinstance(p, SkPayload) and not p.decrypted for p in msg.payloads)
         f = cls(msg.exchange, frame, readable)
         for p in msg.all_payloads():
+            if p.malformed is not None:  # partly decoded (shown, not judged)
+                continue
             if isinstance(p, SaPayload) and not f.proposals:
                 f.proposals = list(p.proposals)
             elif isinstance(p, TsPayload):
@@ -143,6 +145,7 @@ class Analyzer:
             self._rules.setdefault(r.event, []).append(r)
         self.lineages: list[IkeLineage] = []
         self.ike_sas: dict[tuple[bytes, bytes], IkeSa] = {}
+        self._by_spi_i: dict[bytes, IkeSa] = {}  # established IKE SAs by SPIi (out-of-order captures)
         self._half_open: dict[bytes, IkeSa] = {}
         self._pending: dict[tuple[IkeSa, Side, int], Facts] = {}
         self._auth_request: dict[IkeSa, Facts] = {}
@@ -188,7 +191,7 @@ class Analyzer:
             return out
         facts = Facts.of(msg, frame)
         negotiates = self._negotiates_child(ike, side, msg, facts)
-        notifies = [p for p in msg.all_payloads() if isinstance(p, NotifyPayload)]
+        notifies = [p for p in msg.all_payloads() if isinstance(p, NotifyPayload) and p.malformed is None]
         if notifies:
             group, label = self._group_context(ike, side, msg, facts) if negotiates else (None, None)
             for p in notifies:
@@ -257,6 +260,12 @@ class Analyzer:
             return None
         if msg.spi_r == ZERO_SPI:
             ike = self._half_open.get(msg.spi_i)
+            if ike is None and (known := self._by_spi_i.get(msg.spi_i)) is not None:
+                # its IKE_SA_INIT after later messages (the capture is out of order): the IKE SA
+                # whose SPIs are known already, not a new half-open one with responder SPI 0
+                if msg.exchange == ExchangeType.IKE_SA_INIT and known.partial and known.rekey_of is None:
+                    known.partial, known.started = False, known.started or frame
+                return known
             if ike is None and msg.exchange == ExchangeType.IKE_SA_INIT and not msg.response:
                 ike = IkeSa(msg.spi_i, ZERO_SPI, self._new_lineage(), Side.I, msg.src or None,
                             msg.dst or None, started=frame)
@@ -280,6 +289,7 @@ class Analyzer:
             ike.lineage.ike_sas.append(ike)
         ike.spi_r = msg.spi_r
         self.ike_sas[key] = ike
+        self._by_spi_i[msg.spi_i] = ike
         return ike
 
     @staticmethod
@@ -375,13 +385,57 @@ class Analyzer:
                     lineage.addrs.get(requester.other), started=request.frame, created=response.frame,
                     rekey_of=ike.key)
         ike.rekeyed_into, ike.rekeyed = new.key, response.frame
+        seen = self.ike_sas.get(new.key)
         lineage.ike_sas.append(new)
         self.ike_sas[new.key] = new
+        self._by_spi_i[new.spi_i] = new
+        if seen is not None and seen.lineage is not lineage:  # messages of the new IKE SA came first
+            self._adopt(lineage, seen, new)
         for group in lineage.groups.values():
             for child in group.children:
                 if child.ike_spis == ike.key and child.deleted is None:
                     child.ike_spis = new.key
         self._prune_ike_sas(lineage)
+
+    def _adopt(self, lineage: IkeLineage, seen: IkeSa, new: IkeSa) -> None:
+        """A rekeyed-into IKE SA whose later messages were captured before its rekey (out of
+        order) got a mid-life lineage of its own: move what it holds into ``lineage``, told
+        from ``lineage``'s sides, and drop the extra lineage."""
+        other = seen.lineage
+        flip = new.initiator_side is not seen.initiator_side
+        new.highest_msgid.update({((k[0].other if flip else k[0]), k[1]): v for k, v in seen.highest_msgid.items()})
+        new.last_seen, new.undecrypted = seen.last_seen, new.undecrypted + seen.undecrypted
+        for key in [k for k in self._pending if k[0] is seen]:
+            self._pending[(new, key[1].other if flip else key[1], key[2])] = self._pending.pop(key)
+        if seen in self._auth_request:
+            self._auth_request[new] = self._auth_request.pop(seen)
+        for s in other.ike_sas:
+            if s is not seen:
+                s.lineage = lineage
+                if flip:
+                    s.initiator_side = s.initiator_side.other
+                lineage.ike_sas.append(s)
+        for key, g in other.groups.items():
+            if flip:
+                key = (key[1], key[0])
+                g.ts_i, g.ts_r = g.ts_r, g.ts_i
+            target = lineage.groups.get(key)
+            if target is None:
+                g.lineage = lineage
+                lineage.groups[key] = target = g
+            for c in g.children:
+                if flip:
+                    _flip_child(c)
+                if target is not g:
+                    c.group = target
+                    target.children.append(c)
+        for (side, spi), c in other.children_by_spi.items():
+            lineage.children_by_spi.setdefault((side.other if flip else side, spi), c)
+        lineage.unknown_exchanges += other.unknown_exchanges
+        lineage.per_resource_accepted += other.per_resource_accepted
+        if other in self.lineages:
+            self.lineages.remove(other)
+        self._closed.pop(other, None)
 
     def _prune_ike_sas(self, lineage: IkeLineage) -> None:
         """A lineage rekeyed again and again keeps its first IKE SA (where the capture found
@@ -392,6 +446,8 @@ class Analyzer:
             lineage.pruned_ike_sas += 1
             if self.ike_sas.get(old.key) is old:
                 del self.ike_sas[old.key]
+            if self._by_spi_i.get(old.spi_i) is old:
+                del self._by_spi_i[old.spi_i]
             for key in [k for k in self._pending if k[0] is old]:
                 del self._pending[key]
             self._auth_request.pop(old, None)
@@ -400,7 +456,7 @@ class Analyzer:
         """RFC 7296 §3.11: a Delete lists the SPIs its sender receives on; protocol IKE, none."""
         lineage = ike.lineage
         for p in msg.all_payloads():
-            if not isinstance(p, DeletePayload):
+            if not isinstance(p, DeletePayload) or p.malformed is not None:
                 continue
             if p.protocol_id == ProtocolId.IKE:
                 ike.deleted = ike.deleted or frame
@@ -536,6 +592,8 @@ class Analyzer:
             del self._closed[old]
             for s in old.ike_sas:
                 self.ike_sas.pop(s.key, None)
+                if self._by_spi_i.get(s.spi_i) is s:
+                    del self._by_spi_i[s.spi_i]
                 for key in [k for k in self._pending if k[0] is s]:
                     del self._pending[key]
                 self._auth_request.pop(s, None)
@@ -591,6 +649,15 @@ class Analyzer:
         if len(group.refusals) > self.settings.history:
             del group.refusals[0]
         return self._emit(ChildSaRefused(refusal, group, ike, old))
+
+
+def _flip_child(c: ChildSa) -> None:
+    """Tell a Child SA from the other side (a lineage adopted with its peers the other way round)."""
+    c.spi_in, c.spi_out = c.spi_out, c.spi_in
+    c.ts_i, c.ts_r = c.ts_r, c.ts_i
+    c.resource_id_i, c.resource_id_r = c.resource_id_r, c.resource_id_i
+    c.esp_in, c.esp_out = c.esp_out, c.esp_in
+    c.created_by = c.created_by.other
 
 
 def without_trigger(ts: TsSet | None) -> TsSet | None:

@@ -108,7 +108,10 @@ class _Diff:
 
     def proposal(self, where: str, a: dict[str, Any], b: dict[str, Any]) -> None:
         self.keys(where, PROPOSAL_KEYS, a, b)
-        ta, tb = a.get("transforms") or [], b.get("transforms") or []
+        # a damaged transform tshark lists without any field ("Payload (bogus, length ...)"):
+        # multisa keeps only what decoded before it (partial decoding), so both drop it
+        ta = [t for t in a.get("transforms") or [] if t.get("type") is not None]
+        tb = [t for t in b.get("transforms") or [] if t.get("type") is not None]
         if self.count(where, "transforms", ta, tb):
             for i, (x, y) in enumerate(zip(ta, tb)):
                 self.keys(f"{where}transform {i + 1}: ", TRANSFORM_KEYS, x, y)

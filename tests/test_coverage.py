@@ -164,3 +164,111 @@ def test_tshark_engine_agrees_on_new_cases(tmp_path, case):
     assert len(mine) == len(theirs) > 0
     assert compare_messages(mine, theirs) == []
     assert sum(m["version"] == 1 for m in theirs) == (0 if case == "prerfc" else 8)
+
+
+# --- partial decoding and out-of-order captures ----------------------------------------------------
+
+
+def damaged_sa_capture(path: Path) -> Path:
+    """IKE_SA_INIT whose SA offers two proposals, the second's second transform with a
+    Payload Length past the end of its proposal (tshark: "Payload (bogus, length is 300 ...")."""
+    import struct
+
+    from dissectors.ikev2.message import parse_message
+
+    conv = ikesim.Conversation(clear=True, source=path.name)
+    conv.ike_sa_init()
+    req = conv.records[0]
+    sa = req.payloads[0]
+    sa.proposals = [ikesim.ike_proposal(), ikesim.ike_proposal()]
+    sa.proposals[0].last, sa.proposals[1].number = 2, 2
+    wire = bytearray(bytes(req))
+    at = 28 + 4 + len(bytes(sa.proposals[0])) + 8  # second proposal's first transform
+    first_len = struct.unpack_from(">H", wire, at + 2)[0]
+    struct.pack_into(">H", wire, at + first_len + 2, 300)
+    damaged = parse_message(bytes(wire))
+    damaged.frame, damaged.src, damaged.dst, damaged.sport, damaged.dport = req.frame, req.src, req.dst, 500, 500
+    conv.records[0] = damaged
+    ikesim.write_pcap(path, conv.records)
+    return path
+
+
+def test_damaged_sa_keeps_the_proposals_before_the_damage(tmp_path, capsys):
+    from dissectors.capture import iter_datagrams
+    from dissectors.ikev2 import ike_messages
+    from dissectors.ikev2.payloads import SaPayload
+
+    capture = damaged_sa_capture(tmp_path / "d.pcap")
+    msg = next(ike_messages(iter_datagrams(str(capture))))
+    [sa, ke, nonce] = msg.payloads
+    assert isinstance(sa, SaPayload) and [len(p.transforms) for p in sa.proposals] == [4, 1]
+    assert sa.malformed.field == "Transform.attributes" and sa.malformed.offset > sa.offset
+    assert ke.malformed is None and nonce.malformed is None  # the chain goes on after it
+    assert bytes(msg) == msg.raw  # kept byte for byte
+    code, out = _run(capsys, "show", str(capture))
+    assert "Proposal number: 2" in out and "Payload length: 92" in out
+    assert "[Malformed: Transform.attributes at offset" in out
+    code, out = _run(capsys, "lint", str(capture), "-f", "json")
+    assert [f["code"] for f in json.loads(out)["findings"]] == ["MS903"]
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed (apt-get install tshark)")
+def test_tshark_agrees_on_the_damaged_sa(tmp_path):
+    from dissectors.capture import iter_datagrams
+    from dissectors.diff import compare_messages
+    from dissectors.ikev2 import ike_messages
+    from dissectors.ikev2.export import message_to_dict
+    from dissectors.tshark import tshark_messages
+
+    capture = str(damaged_sa_capture(tmp_path / "d.pcap"))
+    mine = [message_to_dict(m) for m in ike_messages(iter_datagrams(capture))]
+    theirs = tshark_messages(capture)
+    assert compare_messages(mine, theirs) == []
+    assert len(theirs[0]["payloads"][0]["proposals"]) == 2
+
+
+def _lineages(records) -> list:
+    from analyzer.state import Analyzer
+
+    a = Analyzer()
+    ikesim.feed_all(a, records)
+    return a.lineages
+
+
+def test_ike_auth_before_ike_sa_init_is_one_lineage():
+    conv = ikesim.Conversation()
+    conv.established()
+    conv.create_child("I", ikesim.rid(1), ikesim.rid(2))
+    init, auth, rest = conv.records[:2], conv.records[2:4], conv.records[4:]
+    [lin] = _lineages(auth + init + rest)
+    assert [s.spi_r for s in lin.ike_sas] == [conv.spis[1]]
+    assert not lin.partial and lin.first.created is not None
+    [group] = lin.groups.values()
+    assert [c.role for c in group.children] == ["fallback", "member"]
+
+
+def test_ike_sa_init_response_before_request_is_one_lineage():
+    conv = ikesim.Conversation()
+    conv.established()
+    recs = conv.records
+    [lin] = _lineages([recs[1], recs[0], *recs[2:]])
+    assert all(any(s.spi_r) for s in lin.ike_sas) and len(lin.ike_sas) == 1
+
+
+@pytest.mark.parametrize("by", ["I", "R"])
+def test_messages_of_a_rekeyed_ike_sa_before_its_rekey_merge_into_its_lineage(by):
+    """Mid-life capture out of order: the new IKE SA's CREATE_CHILD_SA is captured before the
+    IKE SA rekey that made it; it joins the lineage once the rekey shows its SPIs."""
+    conv = ikesim.Conversation()
+    conv.established()
+    conv.rekey_ike(by)
+    n = len(conv.records)
+    conv.create_child(by, ikesim.rid(1), ikesim.rid(2))
+    recs = conv.records
+    lineages = _lineages(recs[:n - 2] + recs[n:] + recs[n - 2:n])
+    assert len(lineages) == 1
+    [lin] = lineages
+    assert len(lin.ike_sas) == 2 and all(any(s.spi_r) for s in lin.ike_sas)
+    assert sum(len(g.children) for g in lin.groups.values()) == 2
+    [group] = lin.groups.values()  # same selectors after flipping sides back
+    assert group.children[1].created_by.value == by

@@ -217,6 +217,8 @@ def _printable(data: bytes) -> str:
 
 
 def _payload_length(payload: Payload) -> str:
+    if payload.wire is not None:  # partly decoded: the length it came with
+        return str(len(payload.wire) + 4)
     try:
         return str(len(payload.body()) + 4)
     except Exception:  # a hand-built payload that cannot serialise: the tree still renders
