@@ -117,3 +117,140 @@ def ikev1_capture(path: Path, with_ikev2: bool = False) -> Path:
     if with_ikev2:
         ikesim.write_key_table(path.parent / "ikev2_decryption_table", conv.records)
     return path
+
+
+# --- ESP with legacy ciphers, wildcard esp_sa rows, AH, ESP in ESP ---------------------------------
+
+#: (encryption name, key octets, authentication name, key octets) for ``legacy_esp_capture``
+LEGACY_SUITES = [
+    ("DES-CBC [RFC2405]", 8, "HMAC-MD5-96 [RFC2403]", 16),
+    ("BLOWFISH-CBC [RFC2451]", 16, "HMAC-SHA-1-96 [RFC2404]", 20),
+    ("TWOFISH-CBC", 32, "HMAC-SHA-256-96 [draft-ietf-ipsec-ciph-sha-256-00]", 32),
+    ("CAST5-CBC [RFC2144]", 16, "MAC-RIPEMD-160-96 [RFC2857]", 20),
+    ("NULL", 0, "ANY 96 bit authentication [no checking]", 0),
+    ("TripleDES-CBC [RFC2451]", 24, "HMAC-SHA-256-128 [RFC4868]", 32),
+]
+#: how each suite's esp_sa row names its SA: Wireshark's wildcards (packet-ipsec.c get_esp_sa)
+WILDCARD_ROWS = [
+    ("{src}", "{dst}", "0x{spi:08x}"),  # exact
+    ("*", "{dst}", "*"),  # any SPI to this destination
+    ("{src}", "203.0.113.*", "0x{spi:08x}"),  # an IPv4 pattern
+    ("*", "*", "0x{spi6}**"),  # an SPI pattern: the last two hex digits are any
+    ("198.51.100.*", "203.0.113.*", "{spi}"),  # patterns both ways, and a decimal SPI
+    ("*", "*", "0x{spi:08x}"),
+]
+
+
+def _frame(src: str, dst: str, proto: int, body: bytes, ident: int) -> bytes:
+    eth = b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01\x08\x00"
+    return eth + ikesim._ipv4(src, dst, proto, body, ident)
+
+
+def _write_frames(path: Path, frames: list[bytes], t0: float = 1_700_000_000.0) -> Path:
+    import struct
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as out:
+        out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for i, pkt in enumerate(frames):
+            ts = t0 + i * 0.01
+            out.write(struct.pack("<IIII", int(ts), int(round((ts - int(ts)) * 1e6)), len(pkt), len(pkt)))
+            out.write(pkt)
+    return path
+
+
+def _suite(encr_name: str, encr_len: int, auth_name: str, auth_len: int, seed: int):
+    import hashlib
+
+    from dissectors.crypto import ESP_AUTH_BY_NAME, ESP_ENCR_BY_NAME
+
+    entry = ESP_ENCR_BY_NAME[encr_name]
+    key = hashlib.sha512(b"ek%d" % seed).digest()[:encr_len]
+    akey = hashlib.sha512(b"ak%d" % seed).digest()[:auth_len]
+    return entry.spec(len(key), ESP_AUTH_BY_NAME[auth_name].icv_len), key, ESP_AUTH_BY_NAME[auth_name], akey
+
+
+def _esp_row(src: str, dst: str, spi: str, encr_name: str, key: bytes, auth_name: str, akey: bytes) -> str:
+    family = "IPv6" if ":" in dst else "IPv4"
+    return (f'"{family}","{src}","{dst}","{spi}","{encr_name}","0x{key.hex()}","{auth_name}",'
+            + (f'"0x{akey.hex()}"' if akey else '""'))
+
+
+def legacy_esp_capture(folder: Path, packets: int = 3) -> Path:
+    """ESP from 198.51.100.10 to 203.0.113.20 on one SA per ``LEGACY_SUITES`` entry, tunnel
+    mode (inner IPv4/UDP), and an ``esp_sa`` naming each SA with one of ``WILDCARD_ROWS``
+    (the exact row of the next SA's SPI first, so that a wildcard row never catches it)."""
+    from dissectors.esp import esp_encrypt, ipv4_udp
+
+    src, dst = "198.51.100.10", "203.0.113.20"
+    frames, rows = [], []
+    for n, (encr_name, elen, auth_name, alen) in enumerate(LEGACY_SUITES):
+        spi = 0xC0DE0100 + n * 0x100 + 7
+        encr, key, auth, akey = _suite(encr_name, elen, auth_name, alen, n)
+        s_src, s_dst, s_spi = WILDCARD_ROWS[n % len(WILDCARD_ROWS)]
+        rows.append(_esp_row(s_src.format(src=src), s_dst.format(dst=dst),
+                             s_spi.format(spi=spi, spi6=f"{spi:08x}"[:6]), encr_name, key, auth_name, akey))
+        for seq in range(1, packets + 1):
+            inner = ipv4_udp("10.1.0.1", "10.2.0.1", 5000 + n, 6000, b"legacy %d/%d" % (n, seq))
+            esp = esp_encrypt(spi, seq, inner, encr, key, auth, akey, iv=bytes(encr.iv_len))
+            if not auth.checks:  # "ANY n bit authentication [no checking]": an ICV nobody checks
+                esp += b"\x5a" * auth.icv_len
+            frames.append(_frame(src, dst, 50, esp, len(frames)))
+    # a wildcard row placed first would catch every later SPI to this destination: put the
+    # exact rows first, as a user would, and the "any SPI" row last
+    rows.sort(key=lambda r: '"*"' in r.split(",")[3])
+    (folder / "esp_sa").parent.mkdir(parents=True, exist_ok=True)
+    _write_frames(folder / "capture.pcap", frames)
+    (folder / "esp_sa").write_text("".join(r + "\n" for r in rows), encoding="ascii")
+    return folder / "capture.pcap"
+
+
+def ah_esp_capture(folder: Path, packets: int = 10, replay_at: int | None = 5, gap_after: int | None = 7) -> Path:
+    """IPv4 | AH (RFC 4302, HMAC-SHA1-96 ICV left as zeros: not checked) | ESP (AES-CBC-128 +
+    HMAC-SHA1-96): ``packets`` ESP packets behind AH. AH's sequence number repeats at
+    ``replay_at`` and skips 3 after ``gap_after`` (ESP's stay in order)."""
+    import struct
+
+    from dissectors.esp import esp_encrypt, ipv4_udp
+
+    src, dst = "198.51.100.10", "203.0.113.20"
+    encr, key, auth, akey = _suite("AES-CBC [RFC3602]", 16, "HMAC-SHA-1-96 [RFC2404]", 20, 99)
+    frames, ah_seq = [], 0
+    for seq in range(1, packets + 1):
+        inner = ipv4_udp("10.1.0.1", "10.2.0.1", 5000, 6000, b"behind AH %d" % seq)
+        esp = esp_encrypt(0xA11CE5E5, seq, inner, encr, key, auth, akey, iv=bytes(16))
+        ah_seq = ah_seq if replay_at is not None and seq == replay_at + 1 else ah_seq + 1
+        if gap_after is not None and seq == gap_after + 1:
+            ah_seq += 3
+        ah = struct.pack(">BBHII", 50, (12 + 12) // 4 - 2, 0, 0xAAAA0001, ah_seq) + bytes(12)
+        frames.append(_frame(src, dst, 51, ah + esp, seq))
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_frames(folder / "capture.pcap", frames)
+    (folder / "esp_sa").write_text(_esp_row(src, dst, "0xa11ce5e5", "AES-CBC [RFC3602]", key,
+                                            "HMAC-SHA-1-96 [RFC2404]", akey) + "\n", encoding="ascii")
+    return folder / "capture.pcap"
+
+
+def nested_esp_capture(folder: Path, packets: int = 8) -> Path:
+    """ESP inside ESP: an outer tunnel (AES-CBC-256 + HMAC-SHA-256-128, gateways 192.0.2.1 ->
+    192.0.2.2) carrying inner IPv4 packets of protocol 50 on an inner SA (3DES + HMAC-SHA1-96,
+    hosts 10.1.0.1 -> 10.2.0.1), each carrying UDP: 2 x ``packets`` ESP packets decrypt."""
+    from dissectors.esp import esp_encrypt, ipv4_udp
+
+    o_encr, o_key, o_auth, o_akey = _suite("AES-CBC [RFC3602]", 32, "HMAC-SHA-256-128 [RFC4868]", 32, 7)
+    i_encr, i_key, i_auth, i_akey = _suite("TripleDES-CBC [RFC2451]", 24, "HMAC-SHA-1-96 [RFC2404]", 20, 8)
+    frames = []
+    for seq in range(1, packets + 1):
+        udp = ipv4_udp("10.1.0.1", "10.2.0.1", 5000, 6000, b"nested %d" % seq)
+        inner_esp = esp_encrypt(0x1A1A1A1A, seq, udp, i_encr, i_key, i_auth, i_akey, iv=bytes(8))
+        inner_ip = ikesim._ipv4("10.1.0.1", "10.2.0.1", 50, inner_esp, seq)
+        outer = esp_encrypt(0x0B0B0B0B, seq, inner_ip, o_encr, o_key, o_auth, o_akey, iv=bytes(16))
+        frames.append(_frame("192.0.2.1", "192.0.2.2", 50, outer, seq))
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_frames(folder / "capture.pcap", frames)
+    rows = [_esp_row("192.0.2.1", "192.0.2.2", "0x0b0b0b0b", "AES-CBC [RFC3602]", o_key,
+                     "HMAC-SHA-256-128 [RFC4868]", o_akey),
+            _esp_row("10.1.0.1", "10.2.0.1", "0x1a1a1a1a", "TripleDES-CBC [RFC2451]", i_key,
+                     "HMAC-SHA-1-96 [RFC2404]", i_akey)]
+    (folder / "esp_sa").write_text("".join(r + "\n" for r in rows), encoding="ascii")
+    return folder / "capture.pcap"
