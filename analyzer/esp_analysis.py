@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 
 from dissectors.capture import CaptureError, CaptureStats, Datagram
 from dissectors.crypto import DecryptError, IntegrityError
-from dissectors.esp import esp_decrypt, inner_flow
+from dissectors.esp import esp_decrypt, inner_esp, inner_flow
+from dissectors.iana import IPPROTO_ESP
 from dissectors.ikev2 import ike_messages
 from dissectors.keys import KeyStore
 
@@ -51,6 +52,7 @@ class EspResult:
     error: str | None = None
     frames: int = 0
     stats: CaptureStats | None = None
+    ah: list = field(default_factory=list)  # AH SAs' trackers (RFC 4302), same replay/gap logic
 
 
 def _esp_rules_selected(settings: Settings) -> list[Rule]:
@@ -77,6 +79,10 @@ def _esp_rules_selected(settings: Settings) -> list[Rule]:
     return chosen
 
 
+#: ESP inside ESP inside ...: followed this deep at most.
+MAX_NESTING = 4
+
+
 class _Decryptor:
     """Per-packet ESP decryption (Python engine only): ICV check, inner flows."""
 
@@ -84,13 +90,14 @@ class _Decryptor:
         self.deriver = deriver
         self.scan = scan
         self.views: dict[tuple[str, int], EspSaView] = {}
+        self.depth = 0  # ESP-in-ESP nesting of the packet being decrypted
 
     def __call__(self, d: Datagram, payload: bytes, spi: int, tracker) -> None:
         key = (d.dst, spi)
         view = self.views.get(key)
         if view is None:
             view = self.views[key] = EspSaView(tracker, d.frame.source)
-        keys = self.deriver.keys_for(d.dst, spi)
+        keys = self.deriver.keys_for(d.dst, spi, d.src)
         if keys is None:
             return
         view.key_source = keys.source
@@ -109,6 +116,13 @@ class _Decryptor:
         flow = inner_flow(plain, d.src, d.dst)
         if flow is not None:
             view.add_flow(flow)
+        nested = inner_esp(plain, d.src, d.dst)  # ESP inside ESP: followed after decryption
+        if nested is not None and self.depth < MAX_NESTING:
+            self.depth += 1
+            try:
+                self.scan.feed_inner(Datagram(d.frame, nested[0], nested[1], IPPROTO_ESP, None, None, nested[2]))
+            finally:
+                self.depth -= 1
 
 
 def analyze_esp(path: str | os.PathLike[str], keys: KeyStore | None = None, settings: Settings | None = None,

@@ -159,6 +159,14 @@ def sa_to_dict(v: EspSaView) -> dict:
     }
 
 
+def ah_to_dict(t) -> dict:
+    """An AH SA (RFC 4302): its SPI and sequence numbers, judged as ESP's are."""
+    return {"spi": f"{t.spi:08x}", "src": t.src, "dst": t.dst, "packets": t.packets,
+            "first_frame": t.first_frame, "last_frame": t.last_frame, "first_seq": t.first_seq,
+            "last_seq": t.last_seq, "highest_seq": t.highest_seq, "replays": t.replays, "gaps": t.gaps,
+            "late": t.late, "reorders": t.reorders}
+
+
 def result_to_dict(r: EspResult) -> dict:
     return {
         "capture": r.path, "engine": r.engine, "window": r.sas[0].tracker.window if r.sas else None,
@@ -167,6 +175,7 @@ def result_to_dict(r: EspResult) -> dict:
         "groups": [{"id": i, "label": g.label, "ike_spis": g.lineage.current.spis, "lineage": g.lineage.index}
                    for i, g in enumerate(r.groups, 1)],
         "sas": [sa_to_dict(v) for v in r.sas],
+        "ah_sas": [ah_to_dict(t) for t in r.ah],
         "findings": [f.to_dict() for f in r.findings],
     }
 
@@ -236,6 +245,11 @@ def render_text(r: EspResult, out: TextIO, decrypt: bool = False, flows: bool = 
         out.write("\nSPIs no captured IKE exchange negotiated:\n")
         table([row(v) for v in unknown])
         _flows(unknown, out, flows)
+    if r.ah:
+        out.write("\nAH SAs (RFC 4302):\n")
+        for t in r.ah:
+            out.write(f"  {t.spi:08x}  {t.src} -> {t.dst}  {t.packets} packets  seq {t.first_seq}..{t.last_seq}  "
+                      f"replays {t.replays}  gaps {t.gaps}  reorders {t.reorders}\n")
     counters = _counters(r)
     notes = [f"{counters[k]} {text}" for k, text in _COUNTER_TEXT if counters.get(k)]
     if notes:

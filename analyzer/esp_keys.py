@@ -82,14 +82,14 @@ class ChildKeyDeriver:
         self._nonces: dict[tuple[bytes, bytes], tuple[bytes, bytes]] = {}
         self._prf: dict[tuple[bytes, bytes], int] = {}
         self._pending: dict[tuple[bytes, bytes, int, bool], _Request] = {}
-        self._esp_cache: dict[tuple[str, int], SaKeys | None] = {}
+        self._esp_cache: dict[tuple[str, int, str | None], SaKeys | None] = {}
 
     # --- IKE -----------------------------------------------------------------------------
 
     def feed(self, msg: IkeMessage) -> None:
         if msg.malformed is not None and not msg.payloads:
             return
-        payloads = list(msg.all_payloads())
+        payloads = [p for p in msg.all_payloads() if p.malformed is None]  # partly decoded: not used
         nonce = next((p.data for p in payloads if isinstance(p, NoncePayload)), None)
         sa = next((p for p in payloads if isinstance(p, SaPayload)), None)
         ke = any(isinstance(p, KePayload) for p in payloads)
@@ -169,20 +169,22 @@ class ChildKeyDeriver:
 
     # --- lookup --------------------------------------------------------------------------
 
-    def keys_for(self, dst: str, spi: int) -> SaKeys | None:
-        """esp_sa keys first (what the user exported), else keys derived from SK_d."""
+    def keys_for(self, dst: str, spi: int, src: str | None = None) -> SaKeys | None:
+        """esp_sa keys first (what the user exported; wildcard rows matched on ``src`` too,
+        as Wireshark does), else keys derived from SK_d."""
         k = (dst, spi)
-        if k in self._esp_cache:
-            cached = self._esp_cache[k]
+        ck = (dst, spi, src)
+        if ck in self._esp_cache:
+            cached = self._esp_cache[ck]
             if cached is not None:
                 return cached
-        row = self.keys.esp_keys(dst, spi)
+        row = self.keys.esp_keys(dst, spi, src)
         if row is not None and row.encr is not None:
             found = SaKeys(row.encr, row.encr_key, None if row.encr.aead else row.auth, row.auth_key,
                            f"esp_sa {row.source}")
-            self._esp_cache[k] = found
+            self._esp_cache[ck] = found
             return found
-        self._esp_cache[k] = None
+        self._esp_cache[ck] = None
         return self.derived.get(k)
 
     def note(self, spi: int) -> str | None:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from dissectors.capture import CaptureError, CaptureStats, Datagram, FrameDecoder, iter_frames
-from dissectors.iana import IKE_PORT, IPPROTO_ESP, IPPROTO_UDP, NAT_T_PORT
+from dissectors.iana import IKE_PORT, IPPROTO_AH, IPPROTO_ESP, IPPROTO_UDP, NAT_T_PORT
 from dissectors.udpencap import NAT_KEEPALIVE, NON_ESP_MARKER
 
 from .esp_seq import DEFAULT_WINDOW, MAX_WINDOW, EspSeqTracker
@@ -79,6 +79,7 @@ class EspScan:
         self.decoder = FrameDecoder(self.path, self.stats)
         self._esn: set[int] = set()
         self._py: dict[tuple[str, int], EspSeqTracker] = {}
+        self._ah: dict[tuple[str, int], EspSeqTracker] = {}  # AH SAs (RFC 4302), same replay/gap logic
         self._core = None
         #: called as on_esp(datagram, esp_bytes, spi, tracker) for each ESP packet after the
         #: tracker saw it (decryption); Python engine only
@@ -163,6 +164,10 @@ class EspScan:
 
     def _esp_datagram(self, d: Datagram) -> bool:
         """Account ``d`` if it is ESP; True when it is something else (to be yielded)."""
+        if d.ah is not None:  # AH before it (RFC 4302): its SPI and sequence number are tracked
+            self._track_ah(d)
+            if d.proto == IPPROTO_AH:
+                return False
         payload = d.payload
         if d.proto == IPPROTO_ESP:
             encap = False
@@ -196,6 +201,22 @@ class EspScan:
         if self.on_esp is not None:
             self.on_esp(d, payload, spi, t)
         return False
+
+    def _track_ah(self, d: Datagram) -> None:
+        spi, seq = d.ah
+        t = self._ah.get((d.dst, spi))
+        if t is None:
+            t = self._ah[(d.dst, spi)] = EspSeqTracker(d.dst, spi, self.window, False, d.src, False)
+        t.observe(seq, len(d.payload), d.frame.ts, d.frame.index)
+
+    def feed_inner(self, d: Datagram) -> None:
+        """An ESP packet found inside a decrypted one (ESP in ESP): tracked, and decrypted
+        through ``on_esp`` like any other (Python engine)."""
+        self._esp_datagram(d)
+
+    def ah_trackers(self) -> list[EspSeqTracker]:
+        """Every AH SA seen, in order of its first packet."""
+        return sorted(self._ah.values(), key=lambda t: t.first_frame)
 
     # --- control and results -------------------------------------------------------------
 

@@ -383,6 +383,8 @@ class ChildSa:
     ipcomp: int | None = None  # IPComp transform id, when IPCOMP_SUPPORTED was sent both ways
     resource_id_i: bytes | None = None  # SA_RESOURCE_INFO data from I (None: no notify)
     resource_id_r: bytes | None = None
+    cpu_queues: int | None = None  # pre-RFC draft: CPU_QUEUES count sent with this (fallback) SA
+    pre_rfc: bool = False  # negotiated with the draft's CPU_QUEUES / CPU_QUEUE_INFO (private use)
     requested: FrameRef | None = None
     created: FrameRef | None = None
     rekey_of: ChildSa | None = None
@@ -598,6 +600,11 @@ class ChildSaGroup:
         """Child SAs of the group negotiated with SA_RESOURCE_INFO both ways."""
         self._index()
         return self._per_resource
+
+    @property
+    def pre_rfc(self) -> bool:
+        """Negotiated with the pre-RFC draft's CPU_QUEUES / CPU_QUEUE_INFO instead."""
+        return any(c.pre_rfc for c in self.children)
 
     def resource_ids_sent(self, side: Side) -> set[bytes]:
         """Distinct non-empty resource ids ``side`` sent for this group's SAs."""

@@ -75,7 +75,10 @@ class CaptureResult:
                 "truncated": "packet(s) cut by the snap length", "malformed": "malformed link/IP/UDP header(s)",
                 "ip_fragments": "IP fragment(s) (reassembled where complete)",
                 "reassembly_dropped": "incomplete fragment reassembly(ies) dropped"}
-        return [f"{self.path}: {n} {what[k]}" for k, n in self.problems.items()]
+        out = [f"{self.path}: {n} {what[k]}" for k, n in self.problems.items()]
+        if getattr(self.analyzer, "ikev1_messages", 0):
+            out.append(f"{self.path}: IKEv1 traffic present, not analyzed ({self.analyzer.ikev1_messages} messages)")
+        return out
 
 
 def esp_settings(settings: Settings) -> EspSettings:

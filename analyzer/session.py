@@ -242,7 +242,8 @@ class Session:
         if sas is None:
             sas, groups = self.attached()
         return EspResult(self.source, self.analyzer, sas, groups, self.scan.esp, self.scan.engine,
-                         list(self.findings), self.error, self.scan.stats.frames, self.scan.stats)
+                         list(self.findings), self.error, self.scan.stats.frames, self.scan.stats,
+                         self.scan.ah_trackers())
 
     # --- side inputs ---------------------------------------------------------------------
 

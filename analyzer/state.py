@@ -84,6 +84,8 @@ class Facts:
         readable = not any(isinstance(p, SkPayload) and not p.decrypted for p in msg.payloads)
         f = cls(msg.exchange, frame, readable)
         for p in msg.all_payloads():
+            if p.malformed is not None:  # partly decoded (shown, not judged)
+                continue
             if isinstance(p, SaPayload) and not f.proposals:
                 f.proposals = list(p.proposals)
             elif isinstance(p, TsPayload):
@@ -104,7 +106,17 @@ class Facts:
     @property
     def resource_id(self) -> bytes | None:
         n = self.notify(NotifyType.SA_RESOURCE_INFO)
+        if n is None:  # pre-RFC draft: CPU_QUEUE_INFO plays SA_RESOURCE_INFO's part, and
+            n = self.notify(NotifyType.CPU_QUEUE_INFO)  # CPU_QUEUES that of the initial SA's
+            if n is None and self.notify(NotifyType.CPU_QUEUES) is not None:
+                return b""  # empty SA_RESOURCE_INFO (RFC 9611 §3)
         return None if n is None else n.data
+
+    @property
+    def cpu_queues(self) -> int | None:
+        """CPU_QUEUES' count (pre-RFC draft; 4 octets, shorter data read as it comes)."""
+        n = self.notify(NotifyType.CPU_QUEUES)
+        return None if n is None else int.from_bytes(n.data[:4], "big")
 
     @property
     def errors(self) -> list[int]:
@@ -133,6 +145,7 @@ class Analyzer:
             self._rules.setdefault(r.event, []).append(r)
         self.lineages: list[IkeLineage] = []
         self.ike_sas: dict[tuple[bytes, bytes], IkeSa] = {}
+        self._by_spi_i: dict[bytes, IkeSa] = {}  # established IKE SAs by SPIi (out-of-order captures)
         self._half_open: dict[bytes, IkeSa] = {}
         self._pending: dict[tuple[IkeSa, Side, int], Facts] = {}
         self._auth_request: dict[IkeSa, Facts] = {}
@@ -142,6 +155,7 @@ class Analyzer:
         #: Child SAs created since the owner last cleared the list (the ESP pass reads their ESN)
         self.new_children: list[ChildSa] = []
         self.messages = 0
+        self.ikev1_messages = 0  # IKEv1 messages skipped (multisa analyses IKEv2)
         self.esp_packets = 0
         self.first: FrameRef | None = None
         self.last: FrameRef | None = None
@@ -150,6 +164,9 @@ class Analyzer:
     # --- input ---------------------------------------------------------------------------
 
     def feed(self, msg: IkeMessage) -> list[Finding]:
+        if msg.version >> 4 == 1:  # IKEv1 (ISAKMP): shown, counted, never judged
+            self.ikev1_messages += 1
+            return []
         self.messages += 1
         frame = msg.frame or FrameRef(self.source, self.messages, 0.0)
         self.first = self.first or frame
@@ -176,7 +193,7 @@ class Analyzer:
             return out
         facts = Facts.of(msg, frame)
         negotiates = self._negotiates_child(ike, side, msg, facts)
-        notifies = [p for p in msg.all_payloads() if isinstance(p, NotifyPayload)]
+        notifies = [p for p in msg.all_payloads() if isinstance(p, NotifyPayload) and p.malformed is None]
         if notifies:
             group, label = self._group_context(ike, side, msg, facts) if negotiates else (None, None)
             for p in notifies:
@@ -245,6 +262,12 @@ class Analyzer:
             return None
         if msg.spi_r == ZERO_SPI:
             ike = self._half_open.get(msg.spi_i)
+            if ike is None and (known := self._by_spi_i.get(msg.spi_i)) is not None:
+                # its IKE_SA_INIT after later messages (the capture is out of order): the IKE SA
+                # whose SPIs are known already, not a new half-open one with responder SPI 0
+                if msg.exchange == ExchangeType.IKE_SA_INIT and known.partial and known.rekey_of is None:
+                    known.partial, known.started = False, known.started or frame
+                return known
             if ike is None and msg.exchange == ExchangeType.IKE_SA_INIT and not msg.response:
                 ike = IkeSa(msg.spi_i, ZERO_SPI, self._new_lineage(), Side.I, msg.src or None,
                             msg.dst or None, started=frame)
@@ -268,6 +291,7 @@ class Analyzer:
             ike.lineage.ike_sas.append(ike)
         ike.spi_r = msg.spi_r
         self.ike_sas[key] = ike
+        self._by_spi_i[msg.spi_i] = ike
         return ike
 
     @staticmethod
@@ -363,13 +387,57 @@ class Analyzer:
                     lineage.addrs.get(requester.other), started=request.frame, created=response.frame,
                     rekey_of=ike.key)
         ike.rekeyed_into, ike.rekeyed = new.key, response.frame
+        seen = self.ike_sas.get(new.key)
         lineage.ike_sas.append(new)
         self.ike_sas[new.key] = new
+        self._by_spi_i[new.spi_i] = new
+        if seen is not None and seen.lineage is not lineage:  # messages of the new IKE SA came first
+            self._adopt(lineage, seen, new)
         for group in lineage.groups.values():
             for child in group.children:
                 if child.ike_spis == ike.key and child.deleted is None:
                     child.ike_spis = new.key
         self._prune_ike_sas(lineage)
+
+    def _adopt(self, lineage: IkeLineage, seen: IkeSa, new: IkeSa) -> None:
+        """A rekeyed-into IKE SA whose later messages were captured before its rekey (out of
+        order) got a mid-life lineage of its own: move what it holds into ``lineage``, told
+        from ``lineage``'s sides, and drop the extra lineage."""
+        other = seen.lineage
+        flip = new.initiator_side is not seen.initiator_side
+        new.highest_msgid.update({((k[0].other if flip else k[0]), k[1]): v for k, v in seen.highest_msgid.items()})
+        new.last_seen, new.undecrypted = seen.last_seen, new.undecrypted + seen.undecrypted
+        for key in [k for k in self._pending if k[0] is seen]:
+            self._pending[(new, key[1].other if flip else key[1], key[2])] = self._pending.pop(key)
+        if seen in self._auth_request:
+            self._auth_request[new] = self._auth_request.pop(seen)
+        for s in other.ike_sas:
+            if s is not seen:
+                s.lineage = lineage
+                if flip:
+                    s.initiator_side = s.initiator_side.other
+                lineage.ike_sas.append(s)
+        for key, g in other.groups.items():
+            if flip:
+                key = (key[1], key[0])
+                g.ts_i, g.ts_r = g.ts_r, g.ts_i
+            target = lineage.groups.get(key)
+            if target is None:
+                g.lineage = lineage
+                lineage.groups[key] = target = g
+            for c in g.children:
+                if flip:
+                    _flip_child(c)
+                if target is not g:
+                    c.group = target
+                    target.children.append(c)
+        for (side, spi), c in other.children_by_spi.items():
+            lineage.children_by_spi.setdefault((side.other if flip else side, spi), c)
+        lineage.unknown_exchanges += other.unknown_exchanges
+        lineage.per_resource_accepted += other.per_resource_accepted
+        if other in self.lineages:
+            self.lineages.remove(other)
+        self._closed.pop(other, None)
 
     def _prune_ike_sas(self, lineage: IkeLineage) -> None:
         """A lineage rekeyed again and again keeps its first IKE SA (where the capture found
@@ -380,6 +448,8 @@ class Analyzer:
             lineage.pruned_ike_sas += 1
             if self.ike_sas.get(old.key) is old:
                 del self.ike_sas[old.key]
+            if self._by_spi_i.get(old.spi_i) is old:
+                del self._by_spi_i[old.spi_i]
             for key in [k for k in self._pending if k[0] is old]:
                 del self._pending[key]
             self._auth_request.pop(old, None)
@@ -388,7 +458,7 @@ class Analyzer:
         """RFC 7296 §3.11: a Delete lists the SPIs its sender receives on; protocol IKE, none."""
         lineage = ike.lineage
         for p in msg.all_payloads():
-            if not isinstance(p, DeletePayload):
+            if not isinstance(p, DeletePayload) or p.malformed is not None:
                 continue
             if p.protocol_id == ProtocolId.IKE:
                 ike.deleted = ike.deleted or frame
@@ -459,6 +529,11 @@ class Analyzer:
             resource_id_i=rid_req if requester is Side.I else rid_resp,
             resource_id_r=rid_resp if requester is Side.I else rid_req,
             requested=request.frame, created=response.frame)
+        # pre-RFC draft (CPU_QUEUES / CPU_QUEUE_INFO): the group is rebuilt as for RFC 9611
+        queues = [q for q in (request.cpu_queues, response.cpu_queues) if q is not None]
+        child.cpu_queues = max(queues) if queues else None
+        child.pre_rfc = bool(queues) or any(
+            f.notify(NotifyType.CPU_QUEUE_INFO) for f in (request, response))
         group = (old.group if old is not None else None) or self._group(lineage, ts)
         new_group = not group.children
         active_before, peak_before = len(group.active), group.peak_active
@@ -527,6 +602,8 @@ class Analyzer:
             del self._closed[old]
             for s in old.ike_sas:
                 self.ike_sas.pop(s.key, None)
+                if self._by_spi_i.get(s.spi_i) is s:
+                    del self._by_spi_i[s.spi_i]
                 for key in [k for k in self._pending if k[0] is s]:
                     del self._pending[key]
                 self._auth_request.pop(s, None)
@@ -544,6 +621,11 @@ class Analyzer:
         first for its selectors; a capture that started mid-life cannot tell, unless the SA
         names a resource."""
         named = bool(child.resource_id_i or child.resource_id_r)
+        if child.pre_rfc:  # draft: CPU_QUEUES marks the fallback, CPU_QUEUE_INFO (maybe empty) a member
+            named = child.cpu_queues is None and (child.resource_id_i is not None or child.resource_id_r is not None)
+            if child.cpu_queues is not None and not named and (
+                    group.fallback is None or group.fallback.deleted is not None):
+                return "fallback"
         fallback = group.fallback
         if fallback is not None and fallback.deleted is None:
             return "member"
@@ -577,6 +659,15 @@ class Analyzer:
         if len(group.refusals) > self.settings.history:
             del group.refusals[0]
         return self._emit(ChildSaRefused(refusal, group, ike, old))
+
+
+def _flip_child(c: ChildSa) -> None:
+    """Tell a Child SA from the other side (a lineage adopted with its peers the other way round)."""
+    c.spi_in, c.spi_out = c.spi_out, c.spi_in
+    c.ts_i, c.ts_r = c.ts_r, c.ts_i
+    c.resource_id_i, c.resource_id_r = c.resource_id_r, c.resource_id_i
+    c.esp_in, c.esp_out = c.esp_out, c.esp_in
+    c.created_by = c.created_by.other
 
 
 def without_trigger(ts: TsSet | None) -> TsSet | None:

@@ -316,6 +316,7 @@ static int decode(Scanner *s, uint32_t linktype, const uint8_t *d, size_t n, dou
         if (ihl < 20 || total < ihl || off + ihl > n) return 0;
         if (end > n) return 0; /* snap length cut it */
         int proto = d[off + 9];
+        if (proto == 51) return 0; /* AH (RFC 4302): Python walks it to its next header */
         if (proto != 17 && proto != 50) { s->other_proto++; return 1; }
         if (be16(d + off + 6) & 0x3FFF) return 0; /* fragment */
         return transport(s, proto, d, off + ihl, end, d + off + 12, d + off + 16, 4, ts);
@@ -328,6 +329,7 @@ static int decode(Scanner *s, uint32_t linktype, const uint8_t *d, size_t n, dou
         size_t end = off + 40 + plen;
         if (end > n) return 0;
         if (nh == 0 || nh == 43 || nh == 44 || nh == 60) return 0; /* extension headers: Python */
+        if (nh == 51) return 0; /* AH (RFC 4302): Python walks it to its next header */
         if (nh != 17 && nh != 50) { s->other_proto++; return 1; }
         return transport(s, nh, d, off + 40, end, d + off + 8, d + off + 24, 16, ts);
     }

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from .iana import IPPROTO_ESP, IPPROTO_UDP
+from .iana import IPPROTO_AH, IPPROTO_ESP, IPPROTO_UDP
 from .records import FrameRef
 
 __all__ = [
@@ -59,11 +59,12 @@ class Datagram:
     frame: FrameRef  # source path, 1-based frame number, timestamp
     src: str  # IP address text ("192.0.2.1", "2001:db8::1")
     dst: str
-    proto: int  # 17 (UDP) or 50 (ESP); other protocols are not yielded
+    proto: int  # 17 (UDP) or 50 (ESP); 51 (AH) when AH protects another protocol; others are not yielded
     sport: int | None  # UDP ports, None for raw ESP
     dport: int | None
     payload: bytes  # UDP payload, or the IP payload for ESP (starts at the SPI)
     truncated: bool = False  # the snap length cut the packet: payload is incomplete
+    ah: tuple[int, int] | None = None  # (SPI, Sequence Number) of the AH header before it (RFC 4302)
 
 
 class CaptureError(Exception):
@@ -524,7 +525,7 @@ def _address(raw: bytes) -> str:
 _u16 = struct.Struct("!H").unpack_from
 _u32 = struct.Struct("!I").unpack_from
 _udp = struct.Struct("!HHH").unpack_from  # source port, destination port, length
-WANTED = frozenset({IPPROTO_UDP, IPPROTO_ESP})
+WANTED = frozenset({IPPROTO_UDP, IPPROTO_ESP, IPPROTO_AH})
 
 
 @dataclass(slots=True)
@@ -651,8 +652,23 @@ class FrameDecoder:
 
     def _transport(self, index: int, ts: float, protocol: int, src: str, dst: str, data: bytes, p: int,
                    end: int, truncated: bool) -> Datagram | None:
-        """UDP (RFC 768): payload trimmed to the UDP Length. ESP (RFC 4303): all of it."""
+        """UDP (RFC 768): payload trimmed to the UDP Length. ESP (RFC 4303): all of it.
+        AH (RFC 4302 §2): skipped to its Next Header, its SPI and sequence number kept."""
         stats = self.stats
+        ah = None
+        if protocol == IPPROTO_AH:
+            if end - p < 12:
+                return self._short(truncated)
+            ah_len = (data[p + 1] + 2) * 4  # §2.2: Payload Len in 32-bit words, minus 2
+            if ah_len < 12 or p + ah_len > end:
+                stats.malformed += 1
+                return None
+            ah = (_u32(data, p + 4)[0], _u32(data, p + 8)[0])
+            if data[p] not in (IPPROTO_UDP, IPPROTO_ESP):  # AH alone (TCP, ICMP, tunnel...): tracked
+                stats.datagrams += 1
+                return Datagram(FrameRef(self.source, index, ts), src, dst, IPPROTO_AH, None, None,
+                                data[p:end], truncated, ah)
+            protocol, p = data[p], p + ah_len
         if protocol == IPPROTO_UDP:
             if end - p < 8:
                 return self._short(truncated)
@@ -664,10 +680,10 @@ class FrameDecoder:
                 return None
             stats.datagrams += 1
             return Datagram(FrameRef(self.source, index, ts), src, dst, protocol, sport, dport,
-                            data[p + 8 : min(p + length, end)], truncated and p + length > end)
+                            data[p + 8 : min(p + length, end)], truncated and p + length > end, ah)
         stats.datagrams += 1  # ESP
         return Datagram(FrameRef(self.source, index, ts), src, dst, protocol, None, None, data[p:end],
-                        truncated)
+                        truncated, ah)
 
 
 # --------------------------------------------------------------------------------------

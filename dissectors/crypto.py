@@ -79,17 +79,17 @@ from cryptography.hazmat.primitives import hmac as _crypto_hmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM, ChaCha20Poly1305
 
-try:  # cryptography >= 43 keeps 3DES among the "decrepit" algorithms
-    from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+try:  # cryptography >= 43 keeps 3DES, Blowfish and CAST5 among the "decrepit" algorithms
+    from cryptography.hazmat.decrepit.ciphers.algorithms import CAST5, Blowfish, TripleDES
 except ImportError:  # pragma: no cover - older cryptography
-    TripleDES = algorithms.TripleDES
+    TripleDES, Blowfish, CAST5 = algorithms.TripleDES, algorithms.Blowfish, algorithms.CAST5
 
 from .iana import EncrId, IntegId, PrfId, name_of
 
 __all__ = [
     "CipherMode", "EncrSpec", "IntegSpec", "EspEncrName", "PrfSpec",
     "ENCR_SPECS", "ENCR_BY_NAME", "INTEG_SPECS", "NO_CHECKING_SPECS", "INTEG_BY_NAME",
-    "ESP_ENCR_NAMES", "ESP_ENCR_BY_NAME", "ESP_ENCR_ALIASES", "ESP_AUTH_BY_NAME", "PRF_BY_ID",
+    "ESP_ENCR_NAMES", "ESP_LEGACY_SPECS", "ENCR_TWOFISH_CBC", "ESP_ENCR_BY_NAME", "ESP_ENCR_ALIASES", "ESP_AUTH_BY_NAME", "PRF_BY_ID",
     "MODE_BY_ID", "AEAD_MODES",
     "encr_spec", "integ_spec", "IntegrityError", "DecryptError",
     "encr_decrypt", "encr_encrypt", "sk_decrypt", "sk_encrypt", "sk_encrypted_len",
@@ -131,7 +131,14 @@ MODE_BY_ID: dict[int, CipherMode] = {
     EncrId.AES_CCM_12: CipherMode.CCM,
     EncrId.AES_CCM_16: CipherMode.CCM,
     EncrId.CHACHA20_POLY1305: CipherMode.CHACHA20_POLY1305,
+    # legacy ESP ciphers Wireshark's esp_sa accepts (RFC 2405, RFC 2451, RFC 2144)
+    EncrId.DES: CipherMode.CBC,
+    EncrId.BLOWFISH: CipherMode.CBC,
+    EncrId.CAST: CipherMode.CBC,
 }
+#: Twofish has no IANA ENCR id; strongSwan's private-use ENCR_TWOFISH_CBC number.
+ENCR_TWOFISH_CBC = 1027
+MODE_BY_ID[ENCR_TWOFISH_CBC] = CipherMode.CBC
 
 AEAD_MODES = frozenset({CipherMode.GCM, CipherMode.CCM, CipherMode.CHACHA20_POLY1305})
 
@@ -183,6 +190,15 @@ ENCR_SPECS: tuple[EncrSpec, ...] = (
 )
 
 ENCR_BY_NAME: dict[str, EncrSpec] = {s.name: s for s in ENCR_SPECS}
+#: Legacy ESP-only ciphers (Wireshark's esp_sa, packet-ipsec.c), not IKEv2 SK ciphers:
+#: DES 64-bit key (RFC 2405), Blowfish 40-448 bits (RFC 2451 §2.2), CAST5 40-128 bits
+#: (RFC 2144, RFC 2451), Twofish 128/192/256 bits; all CBC with an IV of one block.
+ESP_LEGACY_SPECS: tuple[EncrSpec, ...] = (
+    EncrSpec(EncrId.DES, 64, "DES-CBC [RFC2405]", 0, 8, 8, 0),
+    *(EncrSpec(EncrId.BLOWFISH, b, f"BLOWFISH-CBC-{b} [RFC2451]", 0, 8, 8, 0) for b in range(40, 449, 8)),
+    *(EncrSpec(EncrId.CAST, b, f"CAST5-CBC-{b} [RFC2144]", 0, 8, 8, 0) for b in range(40, 129, 8)),
+    *(EncrSpec(ENCR_TWOFISH_CBC, b, f"TWOFISH-CBC-{b}", 0, 16, 16, 0) for b in AES_KEY_BITS),
+)
 _ENCR_BY_ID: dict[tuple[int, int], EncrSpec] = {(s.transform_id, s.key_bits): s for s in ENCR_SPECS}
 #: Transforms with one key size (no Key Length attribute, RFC 7296 §3.3.5).
 _FIXED_KEY_BITS: dict[int, int] = {EncrId.NULL: 0, EncrId.TRIPLE_DES: 192, EncrId.CHACHA20_POLY1305: 256}
@@ -210,6 +226,8 @@ _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
 
 
 def _hmac_digest(hash_name: str, key: bytes, data: bytes) -> bytes:
+    if hash_name not in _HASHES:  # RIPEMD-160 (RFC 2857): OpenSSL's, through the stdlib
+        return _hmac.new(bytes(key), data, hash_name).digest()
     mac = _crypto_hmac.HMAC(bytes(key), _HASHES[hash_name]())
     mac.update(data)
     return mac.finalize()
@@ -284,12 +302,35 @@ class EspEncrName:
         tid = self.transform_id
         if tid is None:
             tid = {8: EncrId.AES_GCM_8, 12: EncrId.AES_GCM_12, 16: EncrId.AES_GCM_16}.get(icv_len)
-        return next((s for s in ENCR_SPECS if s.transform_id == tid and s.key_len == key_len), None)
+        return next((s for s in ENCR_SPECS + ESP_LEGACY_SPECS if s.transform_id == tid and s.key_len == key_len),
+                    None)
 
     def key_lens(self) -> tuple[int, ...]:
         """Key lengths (octets) this name accepts, for error messages."""
         tid = EncrId.AES_GCM_16 if self.transform_id is None else self.transform_id
-        return tuple(s.key_len for s in ENCR_SPECS if s.transform_id == tid)
+        return tuple(s.key_len for s in ENCR_SPECS + ESP_LEGACY_SPECS if s.transform_id == tid)
+
+    def key_lens_text(self) -> str:
+        lens = self.key_lens()
+        if len(lens) > 4 and lens == tuple(range(lens[0], lens[-1] + 1)):
+            return f"{lens[0]} to {lens[-1]}"
+        return ", ".join(str(n) for n in lens)
+
+    @property
+    def unsupported(self) -> str | None:
+        """Why this build cannot decrypt it (a missing optional library), else None."""
+        if self.transform_id == ENCR_TWOFISH_CBC and _twofish() is None:
+            return f"not supported: {self.name} (needs the oxifish package: pip install oxifish)"
+        return None
+
+
+def _twofish():
+    """oxifish (RustCrypto's Twofish), if installed; cryptography has no Twofish."""
+    try:
+        import oxifish
+    except ImportError:
+        return None
+    return oxifish
 
 
 ESP_ENCR_NAMES: tuple[EspEncrName, ...] = (
@@ -301,6 +342,10 @@ ESP_ENCR_NAMES: tuple[EspEncrName, ...] = (
     EspEncrName("AES-GCM with 8 octet ICV [RFC4106]", EncrId.AES_GCM_8),
     EspEncrName("AES-GCM with 12 octet ICV [RFC4106]", EncrId.AES_GCM_12),
     EspEncrName("AES-GCM with 16 octet ICV [RFC4106]", EncrId.AES_GCM_16),
+    EspEncrName("DES-CBC [RFC2405]", EncrId.DES),
+    EspEncrName("CAST5-CBC [RFC2144]", EncrId.CAST),
+    EspEncrName("BLOWFISH-CBC [RFC2451]", EncrId.BLOWFISH),
+    EspEncrName("TWOFISH-CBC", ENCR_TWOFISH_CBC),
     EspEncrName("ChaCha20-Poly1305 [RFC7634]", EncrId.CHACHA20_POLY1305),  # not in Wireshark
 )
 ESP_ENCR_BY_NAME: dict[str, EspEncrName] = {e.name: e for e in ESP_ENCR_NAMES}
@@ -312,10 +357,13 @@ ESP_ENCR_ALIASES: dict[str, str] = {"TripleDes-CBC [RFC2451]": "TripleDES-CBC [R
 ESP_AUTH_BY_NAME: dict[str, IntegSpec] = {s.name: s for s in (
     IntegSpec(IntegId.NONE, "NULL", 0, 0),
     IntegSpec(IntegId.AUTH_HMAC_SHA1_96, "HMAC-SHA-1-96 [RFC2404]", 20, 12, "sha1"),
+    # the pre-RFC 4868 truncation (USAGI/KAME, old Linux): SHA-256 cut to 96 bits
+    IntegSpec(IntegId.NONE, "HMAC-SHA-256-96 [draft-ietf-ipsec-ciph-sha-256-00]", 32, 12, "sha256"),
     IntegSpec(IntegId.AUTH_HMAC_SHA2_256_128, "HMAC-SHA-256-128 [RFC4868]", 32, 16, "sha256"),
     IntegSpec(IntegId.AUTH_HMAC_SHA2_384_192, "HMAC-SHA-384-192 [RFC4868]", 48, 24, "sha384"),
     IntegSpec(IntegId.AUTH_HMAC_SHA2_512_256, "HMAC-SHA-512-256 [RFC4868]", 64, 32, "sha512"),
     IntegSpec(IntegId.AUTH_HMAC_MD5_96, "HMAC-MD5-96 [RFC2403]", 16, 12, "md5"),
+    IntegSpec(IntegId.NONE, "MAC-RIPEMD-160-96 [RFC2857]", 20, 12, "ripemd160"),
     *(IntegSpec(IntegId.NONE, f"ANY {bits} bit authentication [no checking]", 0, bits // 8)
       for bits in (64, 96, 128, 192, 256)),
 )}
@@ -331,8 +379,25 @@ def _check_len(what: str, value: bytes, expected: int, name: str,
         raise error(f"{what} is {len(value)} octets; {name} needs {expected}")
 
 
-def _aes_or_3des(encr: EncrSpec, key: bytes) -> algorithms.AES | TripleDES:
-    return TripleDES(key) if encr.transform_id == EncrId.TRIPLE_DES else algorithms.AES(key)
+#: CBC block ciphers by transform id (AES otherwise).
+_BLOCK_CIPHERS = {EncrId.TRIPLE_DES: TripleDES, EncrId.DES: TripleDES, EncrId.BLOWFISH: Blowfish,
+                  EncrId.CAST: CAST5}
+
+
+def _aes_or_3des(encr: EncrSpec, key: bytes):
+    if encr.transform_id == EncrId.DES:  # single DES = 3DES with K1 = K2 = K3 (cryptography's advice)
+        key = bytes(key) * 3
+    return _BLOCK_CIPHERS.get(encr.transform_id, algorithms.AES)(key)
+
+
+def _twofish_cbc(key: bytes, iv: bytes, data: bytes, decrypt: bool) -> bytes:
+    lib = _twofish()
+    if lib is None:
+        raise DecryptError("not supported: TWOFISH-CBC (needs the oxifish package: pip install oxifish)")
+    k = lib.TwofishKey(bytes(key))
+    if decrypt:
+        return k.decrypt(bytes(data), lib.Mode.CBC, iv=bytes(iv), padding=lib.Padding.NONE)
+    return k.encrypt(bytes(data), lib.Mode.CBC, iv=bytes(iv), padding=lib.Padding.NONE)
 
 
 def _split_key(encr: EncrSpec, key: bytes, error: type[Exception] = DecryptError) -> tuple[bytes, bytes]:
@@ -376,6 +441,8 @@ def encr_decrypt(encr: EncrSpec, key: bytes, iv: bytes, ciphertext: bytes,
         if len(ciphertext) % encr.block_len:
             raise DecryptError(f"ciphertext is {len(ciphertext)} octets, not a multiple of "
                                f"the {encr.block_len}-octet block of {encr.name}")
+        if encr.transform_id == ENCR_TWOFISH_CBC:
+            return _twofish_cbc(cipher_key, iv, ciphertext, True)
         cipher = Cipher(_aes_or_3des(encr, cipher_key), modes.CBC(bytes(iv)))
     dec = cipher.decryptor()
     return dec.update(ciphertext) + dec.finalize()
@@ -404,6 +471,8 @@ def encr_encrypt(encr: EncrSpec, key: bytes, iv: bytes, plaintext: bytes,
     else:
         if len(plaintext) % encr.block_len:
             raise ValueError(f"plaintext is not a multiple of the {encr.block_len}-octet block")
+        if encr.transform_id == ENCR_TWOFISH_CBC:
+            return _twofish_cbc(cipher_key, iv, plaintext, False), b""
         cipher = Cipher(_aes_or_3des(encr, cipher_key), modes.CBC(bytes(iv)))
     enc = cipher.encryptor()
     return enc.update(plaintext) + enc.finalize(), b""

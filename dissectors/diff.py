@@ -11,7 +11,7 @@ import ipaddress
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .iana import PayloadType, name_of
+from .iana import IsakmpPayloadType, PayloadType, name_of
 
 Message = dict[str, Any]
 
@@ -19,7 +19,8 @@ SA, NOTIFY, DELETE, TSI, TSR, SK, SKF = 33, 41, 42, 44, 45, 46, 53
 
 # --- what is compared --------------------------------------------------------------------
 
-HEADER_KEYS = ("exchange", "message_id", "initiator", "response", "spi_i", "spi_r")
+HEADER_KEYS = ("version", "exchange", "message_id", "initiator", "response", "spi_i", "spi_r")
+V1_HEADER_KEYS = ("flags",)  # IKEv1 (ISAKMP): E, C, A
 PAYLOAD_KEYS: dict[int, tuple[str, ...]] = {
     NOTIFY: ("notify_type", "protocol_id", "spi", "data"),  # data: RFC 9611 resource id
     DELETE: ("protocol_id", "spis"),
@@ -55,9 +56,10 @@ NORMALISE: dict[str, Callable[[Any], Any]] = {
 class _Diff:
     """Collects one line per difference, prefixed with where it is."""
 
-    def __init__(self, labels: tuple[str, str]) -> None:
+    def __init__(self, labels: tuple[str, str], v1: bool = False) -> None:
         self.labels = labels
         self.lines: list[str] = []
+        self.registry = IsakmpPayloadType if v1 else PayloadType  # payload type names
 
     def value(self, where: str, key: str, a: Any, b: Any) -> None:
         norm = NORMALISE.get(key, lambda v: v)
@@ -76,8 +78,8 @@ class _Diff:
         return True
 
     def payloads(self, where: str, a: list[dict[str, Any]], b: list[dict[str, Any]]) -> None:
-        ta = [name_of(PayloadType, p.get("type", -1)) for p in a]
-        tb = [name_of(PayloadType, p.get("type", -1)) for p in b]
+        ta = [name_of(self.registry, p.get("type", -1)) for p in a]
+        tb = [name_of(self.registry, p.get("type", -1)) for p in b]
         if ta != tb:
             self.lines.append(f"{where}payload types: {self.labels[0]} [{', '.join(ta)}], "
                               f"{self.labels[1]} [{', '.join(tb)}]")
@@ -87,6 +89,9 @@ class _Diff:
 
     def payload(self, where: str, a: dict[str, Any], b: dict[str, Any]) -> None:
         kind = a.get("type")
+        if self.registry is IsakmpPayloadType:  # IKEv1: the chain, and whether it is encrypted
+            self.keys(where, ("encrypted",), a, b)
+            return
         self.keys(where, PAYLOAD_KEYS.get(kind, ()), a, b)
         if kind == SA:
             pa, pb = a.get("proposals") or [], b.get("proposals") or []
@@ -103,7 +108,10 @@ class _Diff:
 
     def proposal(self, where: str, a: dict[str, Any], b: dict[str, Any]) -> None:
         self.keys(where, PROPOSAL_KEYS, a, b)
-        ta, tb = a.get("transforms") or [], b.get("transforms") or []
+        # a damaged transform tshark lists without any field ("Payload (bogus, length ...)"):
+        # multisa keeps only what decoded before it (partial decoding), so both drop it
+        ta = [t for t in a.get("transforms") or [] if t.get("type") is not None]
+        tb = [t for t in b.get("transforms") or [] if t.get("type") is not None]
         if self.count(where, "transforms", ta, tb):
             for i, (x, y) in enumerate(zip(ta, tb)):
                 self.keys(f"{where}transform {i + 1}: ", TRANSFORM_KEYS, x, y)
@@ -143,8 +151,9 @@ def compare_messages(ours: list[Message], theirs: list[Message],
         elif key not in a:
             lines.append(f"{frame}: only {labels[1]} has a message ({_summary(b[key])})")
         else:
-            diff = _Diff(labels)
-            diff.keys("", HEADER_KEYS, a[key], b[key])
+            v1 = a[key].get("version") == 1 or b[key].get("version") == 1
+            diff = _Diff(labels, v1)
+            diff.keys("", HEADER_KEYS + (V1_HEADER_KEYS if v1 else ()), a[key], b[key])
             diff.payloads("", a[key].get("payloads") or [], b[key].get("payloads") or [])
             lines += [f"{frame}: {line}" for line in diff.lines]
     return lines

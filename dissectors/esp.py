@@ -304,3 +304,27 @@ def _ports(src: str, dst: str, proto: int, l4: bytes) -> InnerFlow:
         sport, dport = struct.unpack_from(">HH", l4)
         return InnerFlow(src, dst, proto, sport, dport)
     return InnerFlow(src, dst, proto)
+
+
+def inner_esp(plain: EspPlain, outer_src: str = "", outer_dst: str = "") -> tuple[str, str, bytes] | None:
+    """(src, dst, ESP bytes from the SPI) when the decrypted payload is itself ESP (ESP in
+    ESP): an inner IPv4/IPv6 packet of protocol 50 or UDP 4500 without the Non-ESP marker
+    (tunnel mode), or Next Header 50 (transport mode, the outer addresses). Else None."""
+    p, nh = plain.payload, plain.next_header
+    if nh == NEXT_HEADER_IPV4 and len(p) >= 20 and p[0] >> 4 == 4:
+        ihl = (p[0] & 0x0F) * 4
+        total = min(struct.unpack_from(">H", p, 2)[0], len(p))
+        src, dst = socket.inet_ntop(socket.AF_INET, p[12:16]), socket.inet_ntop(socket.AF_INET, p[16:20])
+        proto, body = p[9], p[ihl:total]
+    elif nh == NEXT_HEADER_IPV6 and len(p) >= 40 and p[0] >> 4 == 6:
+        src, dst = socket.inet_ntop(socket.AF_INET6, p[8:24]), socket.inet_ntop(socket.AF_INET6, p[24:40])
+        proto, body = p[6], p[40:40 + struct.unpack_from(">H", p, 4)[0]]
+    elif nh == 50 and outer_src and outer_dst:
+        src, dst, proto, body = outer_src, outer_dst, 50, p
+    else:
+        return None
+    if proto == 17 and len(body) >= 16 and 4500 in struct.unpack_from(">HH", body) and body[8:12] != bytes(4):
+        body = body[8:]  # RFC 3948 ESP-in-UDP inside the tunnel
+    elif proto != 50:
+        return None
+    return (src, dst, bytes(body)) if len(body) >= ESP_HEADER_LEN else None

@@ -32,6 +32,55 @@ class ExchangeType(IntEnum):
     IKE_FOLLOWUP_KE = 44
 
 
+class IsakmpExchangeType(IntEnum):
+    """IKEv1 / ISAKMP exchange types (RFC 2408 §3.1, RFC 2409 §5.5 Quick Mode, §5.6 New Group Mode)."""
+
+    NONE = 0
+    BASE = 1
+    IDENTITY_PROTECTION = 2  # IKEv1 Main Mode
+    AUTHENTICATION_ONLY = 3
+    AGGRESSIVE = 4
+    INFORMATIONAL = 5
+    TRANSACTION = 6  # draft-ietf-ipsec-isakmp-mode-cfg (Mode Config / XAUTH)
+    QUICK_MODE = 32
+    NEW_GROUP_MODE = 33
+
+
+class IsakmpPayloadType(IntEnum):
+    """IKEv1 / ISAKMP payload types (RFC 2408 §3.1; NAT-D/NAT-OA RFC 3947 and their drafts' numbers)."""
+
+    NONE = 0
+    SA = 1
+    PROPOSAL = 2
+    TRANSFORM = 3
+    KE = 4
+    ID = 5
+    CERT = 6
+    CR = 7
+    HASH = 8
+    SIG = 9
+    NONCE = 10
+    N = 11
+    D = 12
+    VID = 13
+    ATTR = 14  # Mode Config attributes
+    SAK = 15  # GDOI (RFC 6407)
+    SAT = 16
+    KD = 17
+    SEQ = 18
+    POP = 19
+    NAT_D = 20
+    NAT_OA = 21
+    GAP = 22
+    NAT_D_DRAFT = 130
+    NAT_OA_DRAFT = 131
+    FRAGMENTATION = 132  # Cisco/Microsoft IKEv1 fragmentation
+
+
+#: ISAKMP header flags (RFC 2408 §3.1).
+ISAKMP_FLAGS = {"encryption": 0x01, "commit": 0x02, "authentication_only": 0x04}
+
+
 class PayloadType(IntEnum):
     NONE = 0
     SA = 33
@@ -381,6 +430,15 @@ class NotifyType(IntEnum):
     SA_RESOURCE_INFO = 16444  # RFC 9611 §5.1
     USE_PPK_INT = 16445
     PPK_IDENTITY_KEY = 16446
+    # Private use (RFC 7296 §3.10.1: 40960-65535). The pre-RFC per-CPU negotiation of
+    # draft-pwouters-ipsecme-multi-sa-performance-02, as strongSwan's proof of concept sent it;
+    # RFC 9611 replaced both with SA_RESOURCE_INFO (16444) and TS_MAX_QUEUE (48).
+    CPU_QUEUES = 40970  # 4 octets: the minimum number of additional per-CPU SAs; with the fallback SA
+    CPU_QUEUE_INFO = 40971  # empty or identifying data; on every additional per-CPU SA
+
+
+#: The pre-RFC (draft) per-CPU notifies, private-use numbers.
+PRE_RFC_PER_CPU_NOTIFIES = frozenset({NotifyType.CPU_QUEUES, NotifyType.CPU_QUEUE_INFO})
 
 
 def notify_is_error(notify_type: int) -> bool:
@@ -393,3 +451,4 @@ IKE_PORT = 500
 NAT_T_PORT = 4500
 IPPROTO_UDP = 17
 IPPROTO_ESP = 50
+IPPROTO_AH = 51  # RFC 4302

@@ -43,6 +43,7 @@ EXTENSIONS: ``IkeKeys.source`` / ``EspKeys.source`` ("path:line"); ``EspKeys.enc
 from __future__ import annotations
 
 import csv
+import hashlib
 import ipaddress
 import os
 import re
@@ -114,9 +115,27 @@ class EspKeys:
     encr: EncrSpec | None = None
     auth: IntegSpec | None = None
     source: str = ""
+    spi_pattern: str | None = None  # a wildcard SPI ("*", "0xc0ffee*"); ``spi`` is then -1
+
+    @property
+    def wildcard(self) -> bool:
+        """Matched as Wireshark's get_esp_sa does (a pattern), not looked up by (dst, SPI)."""
+        return self.spi_pattern is not None or _is_pattern(self.dst) or _is_pattern(self.src)
+
+    def matches(self, dst: str, spi: int, src: str | None = None) -> bool:
+        """Wireshark's filter_address_match / filter_spi_match for this row (src: when known)."""
+        if (":" in dst) != (self.family == "IPv6"):  # the protocol column must match too
+            return False
+        if self.spi_pattern is not None:
+            if not _spi_match(self.spi_pattern, spi):
+                return False
+        elif spi != self.spi:
+            return False
+        return _address_match(self.dst, dst) and (src is None or _address_match(self.src, src))
 
     def __repr__(self) -> str:
-        return (f"EspKeys({self.family} {self.src} -> {self.dst} spi=0x{self.spi:08x}, "
+        spi = self.spi_pattern if self.spi_pattern is not None else f"0x{self.spi:08x}"
+        return (f"EspKeys({self.family} {self.src} -> {self.dst} spi={spi}, "
                 f"encr={self.encr_name!r}, auth={self.auth_name!r}, source={self.source!r})")
 
     __str__ = __repr__
@@ -189,9 +208,76 @@ def _esp_key(field_name: str, text: str) -> bytes:
     return bytes.fromhex(digits)
 
 
+# Wildcards as Wireshark's esp_sa matches them (packet-ipsec.c get_esp_sa): "*" for any
+# address or SPI; an IPv4 address with "*" octets (190.*.*.1); an IPv6 address with "*"
+# groups (2001:db8::*); an address with a /prefix length; an SPI "0x" + 8 characters with
+# "*" for any hex digit (0xc0ffee**). The first row that matches wins.
+
+_SPI_PATTERN = re.compile(r"0[xX][0-9a-fA-F*]{8}")
+
+
+def _is_pattern(text: str) -> bool:
+    return text != "*" and ("*" in text or "/" in text)
+
+
+def _v4_pattern(text: str) -> bool:
+    octets = text.split(".")
+    return len(octets) == 4 and all(o == "*" or (o.isdigit() and int(o) <= 255) for o in octets)
+
+
+def _v6_groups(text: str) -> list[str] | None:
+    """The 8 groups of an IPv6 address whose groups may be "*" (None if it is not one)."""
+    head, sep, tail = text.partition("::")
+    left = [g for g in head.split(":") if g] if head else []
+    right = [g for g in tail.split(":") if g] if tail else []
+    if not sep and len(left) != 8 or sep and len(left) + len(right) > 7:
+        return None
+    groups = left + ["0"] * (8 - len(left) - len(right)) + right
+    if not all(g == "*" or re.fullmatch(r"[0-9a-fA-F]{1,4}", g) for g in groups):
+        return None
+    return groups
+
+
+def _address_match(pattern: str, addr: str) -> bool:
+    if pattern == "*":
+        return True
+    if "/" in pattern:
+        try:
+            return ipaddress.ip_address(addr) in ipaddress.ip_network(pattern, strict=False)
+        except ValueError:
+            return False
+    if "*" not in pattern:
+        return pattern == addr
+    if "." in pattern:
+        return all(p == "*" or p == a for p, a in zip(pattern.split("."), addr.split(".")))
+    want, have = _v6_groups(pattern), _v6_groups(addr)
+    return want is not None and have is not None and all(
+        w == "*" or int(w, 16) == int(h, 16) for w, h in zip(want, have))
+
+
+def _spi_match(pattern: str, spi: int) -> bool:
+    if pattern == "*":
+        return True
+    text = f"0x{spi:08x}"
+    return all(p == "*" or p == t for p, t in zip(pattern[2:].lower(), text[2:]))
+
+
 def _esp_address(field_name: str, text: str, family: str) -> str:
     if text == "*":
         return text
+    if "/" in text:  # a prefix: Wireshark masks the address (nibble by nibble); a network here
+        try:
+            net = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise _BadLine(f"{field_name} is not an {family} address, prefix or pattern") from None
+        if (net.version == 4) != (family == "IPv4"):
+            raise _BadLine(f"{field_name} is not an {family} prefix")
+        return str(net)
+    if "*" in text:
+        if (_v4_pattern(text) if family == "IPv4" else _v6_groups(text) is not None):
+            return text
+        raise _BadLine(f"{field_name} is not an {family} address pattern (e.g. "
+                       f"{'190.*.*.1' if family == 'IPv4' else '2001:db8::*'})")
     try:
         addr = ipaddress.ip_address(text)
     except ValueError:
@@ -201,14 +287,28 @@ def _esp_address(field_name: str, text: str, family: str) -> str:
     return str(addr)
 
 
-def _esp_spi(text: str) -> int:
-    try:
-        spi = int(text, 16) if text[:2].lower() == "0x" else int(text, 10)
+SPI_ACCEPTED = ('SPI must be "*", a number (0x hex, decimal, 0 octal as strtoul reads it) or "0x" and '
+                '8 characters with * for any hex digit (e.g. 0xc0ffee**)')
+
+
+def _esp_spi(text: str) -> tuple[int, str | None]:
+    """(SPI, None), or (-1, pattern) for a wildcard SPI."""
+    if text == "*" or "*" in text:
+        if text == "*" or _SPI_PATTERN.fullmatch(text):
+            return -1, text
+        raise _BadLine(SPI_ACCEPTED)
+    try:  # strtoul(text, NULL, 0), as Wireshark reads it
+        if text[:2].lower() == "0x":
+            spi = int(text, 16)
+        elif len(text) > 1 and text[0] == "0":
+            spi = int(text, 8)
+        else:
+            spi = int(text, 10)
     except ValueError:
-        raise _BadLine("SPI must be 0x followed by up to 8 hex digits (wildcards are not supported)") from None
+        raise _BadLine(SPI_ACCEPTED) from None
     if not 0 <= spi <= 0xFFFFFFFF:
         raise _BadLine("SPI does not fit in 32 bits")
-    return spi
+    return spi, None
 
 
 def _prf_id(text: str) -> int:
@@ -265,13 +365,19 @@ def parse_esp_line(line: str, source: str = "") -> EspKeys:
         raise _BadLine('protocol must be "IPv4" or "IPv6"')
     src = _esp_address("src", src, family)
     dst = _esp_address("dst", dst, family)
-    spi = _esp_spi(spi_text)
+    spi, spi_pattern = _esp_spi(spi_text)
     encr_entry = ESP_ENCR_BY_NAME.get(ESP_ENCR_ALIASES.get(encr_name, encr_name))
     if encr_entry is None:
-        raise _BadLine(f"unknown encryption algorithm {_quoted(encr_name)}")
+        raise _BadLine(f"unknown encryption algorithm {_quoted(encr_name)}; esp_sa accepts "
+                       + ", ".join(f'"{n}"' for n in ESP_ENCR_BY_NAME))
     auth = ESP_AUTH_BY_NAME.get(auth_name)
     if auth is None:
-        raise _BadLine(f"unknown authentication algorithm {_quoted(auth_name)}")
+        raise _BadLine(f"unknown authentication algorithm {_quoted(auth_name)}; esp_sa accepts "
+                       + ", ".join(f'"{n}"' for n in ESP_AUTH_BY_NAME))
+    if encr_entry.unsupported:
+        raise _BadLine(encr_entry.unsupported)
+    if auth.hash_name and auth.hash_name not in hashlib.algorithms_available:
+        raise _BadLine(f"not supported: {auth.name} (this Python's OpenSSL has no {auth.hash_name})")
     encr_key = _esp_key("encryption key", encr_text)
     auth_key = _esp_key("authentication key", auth_text)
     if encr_entry.transform_id is None and auth.icv_len not in (8, 12, 16):
@@ -279,16 +385,15 @@ def parse_esp_line(line: str, source: str = "") -> EspKeys:
                        '"ANY 64/96/128 bit authentication [no checking]" algorithm')
     encr = encr_entry.spec(len(encr_key), auth.icv_len)
     if encr is None:
-        lens = ", ".join(str(n) for n in encr_entry.key_lens())
         raise _BadLine(f'encryption key is {len(encr_key)} octets; the encryption algorithm '
-                       f'"{encr_entry.name}" needs {lens}')
+                       f'"{encr_entry.name}" needs {encr_entry.key_lens_text()}')
     if encr.aead and auth.checks:
         raise _BadLine(f'encryption algorithm "{encr_entry.name}" is AEAD: authentication must be '
                        '"NULL" or "ANY n bit authentication [no checking]"')
     if auth.checks:
         _key_len("authentication key", auth_key, auth.key_len, f'"{auth.name}"', "authentication")
     return EspKeys(family, src, dst, spi, encr_entry.name, Secret(encr_key), auth.name,
-                   Secret(auth_key), encr, auth, source)
+                   Secret(auth_key), encr, auth, source, spi_pattern)
 
 
 def parse_sk_d_line(line: str) -> tuple[bytes, bytes, Secret, int | None]:
@@ -331,6 +436,7 @@ class KeyStore:
     def __init__(self) -> None:
         self.ike: dict[tuple[bytes, bytes], IkeKeys] = {}
         self.esp: dict[tuple[str, int], EspKeys] = {}
+        self.esp_patterns: list[EspKeys] = []  # wildcard esp_sa rows, in file order
         self.sk_d: dict[tuple[bytes, bytes], Secret] = {}
         self.sk_d_prf: dict[tuple[bytes, bytes], int] = {}
         self.problems: list[KeyProblem] = []
@@ -346,8 +452,17 @@ class KeyStore:
     def ike_keys(self, spi_i: bytes, spi_r: bytes) -> IkeKeys | None:
         return self.ike.get((bytes(spi_i), bytes(spi_r)))
 
-    def esp_keys(self, dst: str, spi: int) -> EspKeys | None:
-        return self.esp.get((dst, spi)) or self.esp.get(("*", spi))
+    def esp_keys(self, dst: str, spi: int, src: str | None = None) -> EspKeys | None:
+        """The esp_sa row for an ESP packet: by (dst, SPI), then a "*" destination, then the
+        wildcard rows in file order (Wireshark's first match); ``src`` is matched when given."""
+        for row in (self.esp.get((dst, spi)), self.esp.get(("*", spi))):
+            if row is not None and (src is None or row.src == "*" or _address_match(row.src, src)) and \
+                    (":" in dst) == (row.family == "IPv6"):
+                return row
+        for row in self.esp_patterns:
+            if row.matches(dst, spi, src):
+                return row
+        return None
 
     def load(self, path: str | os.PathLike[str]) -> None:
         """Load a key file, or every key file (by name) in a directory."""
@@ -391,8 +506,11 @@ class KeyStore:
                           f"SPIs {keys.spi_i.hex()}/{keys.spi_r.hex()}", path, number)
         elif kind is KeyFileKind.ESP:
             keys = parse_esp_line(line, source)
-            self._replace(self.esp, (keys.dst, keys.spi), keys,
-                          f"SPI 0x{keys.spi:08x} to {keys.dst}", path, number)
+            if keys.spi_pattern is not None or _is_pattern(keys.dst):
+                self.esp_patterns.append(keys)
+            else:
+                self._replace(self.esp, (keys.dst, keys.spi), keys,
+                              f"SPI 0x{keys.spi:08x} to {keys.dst}", path, number)
         else:
             spi_i, spi_r, sk_d, prf_id = parse_sk_d_line(line)
             self.sk_d[(spi_i, spi_r)] = sk_d

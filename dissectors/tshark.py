@@ -99,6 +99,7 @@ def _f(key: str, tshark: str, convert: Callable[[str], Any] = _int, default: Any
 # --- the field map (tshark field -> contract key) ----------------------------------------
 
 HEADER: tuple[Field, ...] = (
+    _f("version", "isakmp.version_tree/isakmp.mjver"),
     _f("exchange", "isakmp.exchangetype"),
     _f("message_id", "isakmp.messageid"),
     _f("initiator", "isakmp.flags_tree/isakmp.flag_i", _bool),
@@ -114,6 +115,12 @@ ADDRESSES: tuple[Field, ...] = (
     _f("dport", "udp.dstport|tcp.dstport"),
 )
 GENERIC: tuple[Field, ...] = (_f("critical", "isakmp.criticalpayload", _bool, False),)
+#: IKEv1 (ISAKMP): flags E, C, A instead of I, V, R.
+V1_FLAGS: tuple[Field, ...] = (
+    _f("encryption", "isakmp.flags_tree/isakmp.flag_e", _bool, False),
+    _f("commit", "isakmp.flags_tree/isakmp.flag_c", _bool, False),
+    _f("authentication_only", "isakmp.flags_tree/isakmp.flag_a", _bool, False),
+)
 
 PAYLOAD: dict[int, tuple[Field, ...]] = {
     34: (_f("dh_group", "isakmp.key_exchange.dh_group"),
@@ -274,13 +281,18 @@ def _message(frame: Tree, layers: dict[str, Tree], isakmp: Tree) -> dict[str, An
         first = next(iter(_many(layers, name)), None)
         if isinstance(first, dict):
             addresses.update(first)
-    return {
+    out = {
         "frame": _int(frame["frame.number"]),
         "time": float(frame["frame.time_epoch"]),
         **_map(addresses, ADDRESSES),
         **_map(isakmp, HEADER),
-        "payloads": [_payload(k, t, raw, _message_shift(isakmp)) for k, t, raw in _payload_triples(isakmp)],
     }
+    if out["version"] == 1:
+        out["flags"] = _map(isakmp, V1_FLAGS)
+        out["payloads"] = _v1_payloads(isakmp)
+    else:
+        out["payloads"] = [_payload(k, t, raw, _message_shift(isakmp)) for k, t, raw in _payload_triples(isakmp)]
+    return out
 
 
 def _message_shift(isakmp: Tree) -> int | None:
@@ -289,9 +301,24 @@ def _message_shift(isakmp: Tree) -> int | None:
     return -int(ispi[0][1]) if ispi else None
 
 
-def _is_ikev2(isakmp: Tree) -> bool:
+def _v1_payloads(isakmp: Tree) -> list[dict[str, Any]]:
+    """IKEv1: the payload chain by type and length; with the E flag, one encrypted block."""
+    if "isakmp.enc.data" in isakmp:
+        first = _lookup(isakmp, "isakmp.nextpayload")
+        length = _lookup(isakmp, "isakmp.length")
+        return [{"type": _int(first) if first else None, "offset": None, "encrypted": True,
+                 "data_length": _int(length) - 28 if length else None}]
+    out = []
+    for kind, tree in _payload_pairs(isakmp):
+        length = _lookup(tree, "isakmp.payloadlength")
+        out.append({"type": kind, "offset": None, "data_length": _int(length) - 4 if length else None})
+    return out
+
+
+def _is_ike(isakmp: Tree) -> bool:
+    """IKEv2, or IKEv1 (ISAKMP) -- shown by both engines, analysed only as IKEv2."""
     major = _lookup(isakmp, "isakmp.version_tree/isakmp.mjver")
-    return major is not None and _int(major) == 2
+    return major is not None and _int(major) in (1, 2)
 
 
 # --- keys --------------------------------------------------------------------------------
@@ -385,7 +412,7 @@ def _packet_messages(packet: Any) -> list[dict[str, Any]]:
             ikes.append(tree)
         else:
             layers.setdefault(name, tree)
-    return [_message(frame, layers, ike) for ike in ikes if _is_ikev2(ike)]
+    return [_message(frame, layers, ike) for ike in ikes if _is_ike(ike)]
 
 
 @functools.cache
@@ -410,7 +437,7 @@ def _capture_class() -> type:
 
 def tshark_messages(path: str | os.PathLike[str],
                     key_paths: Iterable[str | os.PathLike[str]] = ()) -> list[dict[str, Any]]:
-    """Every IKEv2 message of ``path`` as tshark decodes it, in capture order (frames 1-based).
+    """Every IKE message (IKEv2, and IKEv1 to its payload chain) of ``path`` as tshark decodes it, in capture order (frames 1-based).
 
     ``key_paths`` are ``--keys`` arguments: key files, or directories whose files' names end in
     ``ikev2_decryption_table`` / ``esp_sa``. Raises ``TsharkError`` (one line); its

@@ -13,11 +13,19 @@ from dataclasses import dataclass
 
 
 class ParseError(Exception):
-    def __init__(self, offset: int, field: str, reason: str) -> None:
+    """``partial``: what decoded before the problem (a structure holding the complete parts),
+    so that a damaged substructure keeps the rest, as tshark shows it."""
+
+    def __init__(self, offset: int, field: str, reason: str, partial: object = None) -> None:
         super().__init__(f"{field} at offset {offset}: {reason}")
         self.offset = offset
         self.field = field
         self.reason = reason
+        self.partial = partial
+
+    def with_partial(self, partial: object) -> ParseError:
+        self.partial = partial
+        return self
 
 
 @dataclass(slots=True)

@@ -71,12 +71,14 @@ INTEG_EXPECTED = {
 WIRESHARK_IKEV2_NAMES = {name for name in ENCR_EXPECTED if "ChaCha" not in name} | set(INTEG_EXPECTED)
 
 #: Wireshark 4.0.17's esp_sa names we support (packet-ipsec.c esp_*_type_vals).
+# Wireshark's esp_encryption_type_vals / esp_authentication_type_vals (packet-ipsec.c), all of them
 WIRESHARK_ESP_ENCR = {"NULL", "TripleDES-CBC [RFC2451]", "AES-CBC [RFC3602]", "AES-CTR [RFC3686]",
+                      "DES-CBC [RFC2405]", "CAST5-CBC [RFC2144]", "BLOWFISH-CBC [RFC2451]", "TWOFISH-CBC",
                       "AES-GCM [RFC4106]", "AES-GCM with 8 octet ICV [RFC4106]",
                       "AES-GCM with 12 octet ICV [RFC4106]", "AES-GCM with 16 octet ICV [RFC4106]"}
-WIRESHARK_ESP_AUTH = {"NULL", "HMAC-SHA-1-96 [RFC2404]", "HMAC-SHA-256-128 [RFC4868]",
-                      "HMAC-SHA-384-192 [RFC4868]", "HMAC-SHA-512-256 [RFC4868]",
-                      "HMAC-MD5-96 [RFC2403]",
+WIRESHARK_ESP_AUTH = {"NULL", "HMAC-SHA-1-96 [RFC2404]", "HMAC-SHA-256-96 [draft-ietf-ipsec-ciph-sha-256-00]",
+                      "HMAC-SHA-256-128 [RFC4868]", "HMAC-SHA-384-192 [RFC4868]", "HMAC-SHA-512-256 [RFC4868]",
+                      "HMAC-MD5-96 [RFC2403]", "MAC-RIPEMD-160-96 [RFC2857]",
                       *(f"ANY {n} bit authentication [no checking]" for n in (64, 96, 128, 192, 256))}
 
 
@@ -607,3 +609,37 @@ def test_sk_decrypt_keyed_once_equals_the_general_path(encr_name, integ_name):
         for _ in range(2):
             with pytest.raises(crypto.DecryptError):
                 crypto.sk_decrypt(encr, integ, sk_e[:-1], sk_a, msg, 28, 4)
+
+
+# Known-answer vectors for the legacy esp_sa ciphers: DES (FIPS 81's "Now is t" example),
+# Twofish (the reference paper's 128-bit all-zero key / plaintext), Blowfish (Schneier's
+# test vector, key 0x0000000000000000 is 8 octets: below Wireshark's range, so the 16-octet
+# variant of Eric Young's set), CAST5 (RFC 2144 B.1, 128-bit key).
+LEGACY_KATS = [
+    ("DES-CBC [RFC2405]", "0123456789abcdef", "4e6f772069732074", "3fa40e8a984d4815"),
+    ("TWOFISH-CBC", "00" * 16, "00" * 16, "9f589f5cf6122c32b6bfec2f2ae8c35a"),
+    ("CAST5-CBC [RFC2144]", "0123456712345678234567893456789a", "0123456789abcdef", "238b4fe5847e44b2"),
+    ("BLOWFISH-CBC [RFC2451]", "f0e1d2c3b4a5968778695a4b3c2d1e0f", "fedcba9876543210", "93142887ee3be15c"),
+]
+
+
+@pytest.mark.parametrize("name, key, plain, cipher", LEGACY_KATS, ids=[k[0] for k in LEGACY_KATS])
+def test_legacy_esp_ciphers_known_answers(name, key, plain, cipher):
+    """One block under a zero IV: CBC's first block is the block cipher's (ECB) output."""
+    entry = ESP_ENCR_BY_NAME[name]
+    if entry.unsupported:
+        pytest.skip(entry.unsupported)
+    spec = entry.spec(len(bytes.fromhex(key)))
+    iv = bytes(spec.iv_len)
+    ct, _ = crypto.encr_encrypt(spec, bytes.fromhex(key), iv, bytes.fromhex(plain))
+    assert ct.hex() == cipher
+    assert crypto.encr_decrypt(spec, bytes.fromhex(key), iv, ct) == bytes.fromhex(plain)
+
+
+def test_ripemd160_96_and_sha256_96():
+    """RFC 2286 test case 1 (HMAC-RIPEMD160, key 0x0b * 20, "Hi There"), truncated to 96 bits."""
+    ripemd = ESP_AUTH_BY_NAME["MAC-RIPEMD-160-96 [RFC2857]"]
+    assert ripemd.compute(b"\x0b" * 20, b"Hi There").hex() == "24cb4bd67d20fc1a5d2ed773"
+    sha = ESP_AUTH_BY_NAME["HMAC-SHA-256-96 [draft-ietf-ipsec-ciph-sha-256-00]"]
+    # RFC 4231 test case 1, truncated to 96 bits
+    assert sha.compute(b"\x0b" * 20, b"Hi There").hex() == "b0344c61d8db38535ca8afce"

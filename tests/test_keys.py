@@ -204,16 +204,18 @@ BAD_ESP = [
     (GOOD_ESP.replace('"IPv4"', '"IPX"'), 'protocol must be "IPv4" or "IPv6"'),
     (GOOD_ESP.replace('"192.0.2.1"', '"192.0.2.300"'), "src is not an IPv4 address or *"),
     (GOOD_ESP.replace('"192.0.2.2"', '"2001:db8::2"'), "dst is not an IPv4 address"),
-    (GOOD_ESP.replace('"0x0000c001"', '"*"'),
-     "SPI must be 0x followed by up to 8 hex digits (wildcards are not supported)"),
+    (GOOD_ESP.replace('"0x0000c001"', '"0xc0*"'),  # a wildcard SPI has 8 characters after 0x
+     'SPI must be "*", a number (0x hex, decimal, 0 octal as strtoul reads it) or "0x" and 8 characters '
+     'with * for any hex digit (e.g. 0xc0ffee**)'),
     (GOOD_ESP.replace('"0x0000c001"', '"0x1ffffffff"'), "SPI does not fit in 32 bits"),
     (GOOD_ESP.replace(GCM_KEY, GCM_KEY[:-2] + "zz"), "encryption key is not hexadecimal after 0x"),
     (GOOD_ESP.replace(GCM_KEY, GCM_KEY + "5"), "encryption key has an odd number of hex digits"),
     (GOOD_ESP.replace(GCM_KEY, GCM_KEY[:-8]),
      'encryption key is 32 octets; the encryption algorithm "AES-GCM with 16 octet ICV [RFC4106]" needs 20, 28, 36'),
-    (GOOD_ESP.replace("AES-GCM with 16 octet ICV [RFC4106]", "BLOWFISH-CBC [RFC2451]"),
-     'unknown encryption algorithm "BLOWFISH-CBC [RFC2451]"'),
-    (GOOD_ESP.replace('"NULL"', '"HMAC-SHA-256-96"'), 'unknown authentication algorithm "HMAC-SHA-256-96"'),
+    (GOOD_ESP.replace("AES-GCM with 16 octet ICV [RFC4106]", "SERPENT-CBC"),
+     'unknown encryption algorithm "SERPENT-CBC"; esp_sa accepts ' + ", ".join(f'"{n}"' for n in ESP_ENCR_BY_NAME)),
+    (GOOD_ESP.replace('"NULL"', '"HMAC-SHA-256-96"'),
+     'unknown authentication algorithm "HMAC-SHA-256-96"; esp_sa accepts ' + ", ".join(f'"{n}"' for n in ESP_AUTH_BY_NAME)),
     (GOOD_ESP.replace('"NULL",""', f'"HMAC-SHA-256-128 [RFC4868]","0x{"77" * 32}"'),
      'encryption algorithm "AES-GCM with 16 octet ICV [RFC4106]" is AEAD: authentication must be '
      '"NULL" or "ANY n bit authentication [no checking]"'),

@@ -206,9 +206,10 @@ def test_generic_header_cut_short():
 def test_ike_header_too_short_and_bad_version_and_bad_length():
     assert parse_message(b"\x00" * 27).malformed.field == "IKE header"
     wire = bytes(message([NoncePayload(data=b"n" * 16)]))
-    bad_version = patched(wire, 17, "B", 0x10)
+    bad_version = patched(wire, 17, "B", 0x30)  # 1.0 is IKEv1 (ISAKMP), decoded as such
     assert (parse_message(bad_version).malformed.field, parse_message(bad_version).malformed.offset) == \
         ("IKE header.version", 17)
+    assert parse_message(patched(wire, 17, "B", 0x10)).major_version == 1
     too_long = patched(wire, 24, "I", len(wire) + 10)
     m = parse_message(too_long)
     assert (m.malformed.field, m.malformed.offset) == ("IKE header.length", 24)
@@ -233,7 +234,8 @@ def test_transform_with_a_bogus_length(length, field, offset):
     msg = parse_message(patched(sa_wire(), TRANSFORM_AT + 2, "H", length))
     assert msg.malformed is None  # the chain itself is fine: the SA payload is not
     [raw] = msg.payloads
-    assert isinstance(raw, RawPayload) and raw.type == PayloadType.SA
+    # partial decoding: the SA payload keeps its proposal, marked malformed where it broke
+    assert isinstance(raw, SaPayload) and raw.type == PayloadType.SA and len(raw.proposals) == 1
     assert (raw.malformed.field, raw.malformed.offset) == (field, offset)
     assert bytes(msg) == patched(sa_wire(), TRANSFORM_AT + 2, "H", length)  # kept byte for byte
 
@@ -260,7 +262,7 @@ def test_traffic_selector_with_a_wrong_length(length):
         wire = patched(wire, LENGTH_AT, "H", 8 + length)
     msg = parse_message(patched(wire, SELECTOR_AT + 2, "H", length))
     [raw] = msg.payloads
-    assert isinstance(raw, RawPayload) and raw.type == PayloadType.TSi
+    assert isinstance(raw, TsPayload) and raw.type == PayloadType.TSi and raw.selectors == []
     assert (raw.malformed.field, raw.malformed.offset) == ("TrafficSelector.length", SELECTOR_AT + 2)
 
 
@@ -277,7 +279,7 @@ def test_delete_with_num_spis_too_large():
     wire = bytes(message([DeletePayload(protocol_id=3, spi_size=4, spis=[b"\x39\x1f\x3a\x9d"])]))
     msg = parse_message(patched(wire, NONCE_AT + 6, "H", 3))
     [raw] = msg.payloads
-    assert isinstance(raw, RawPayload) and raw.type == PayloadType.DELETE
+    assert isinstance(raw, DeletePayload) and raw.type == PayloadType.DELETE and raw.spis == [b"\x39\x1f\x3a\x9d"]
     assert (raw.malformed.field, raw.malformed.offset) == ("Delete.spis", NONCE_AT + 12)
     raw = parse_message(patched(wire, NONCE_AT + 6, "H", 0)).payloads[0]
     assert (raw.malformed.field, raw.malformed.offset) == ("Delete.num_spis", NONCE_AT + 8)
@@ -297,7 +299,7 @@ def test_inner_fields_that_lie(payload, at, fmt, value, field):
         wire = patched(wire[:NONCE_AT + value], 24, "I", NONCE_AT + value)
     msg = parse_message(wire)
     [raw] = msg.payloads
-    assert isinstance(raw, RawPayload) and raw.type == payload.type
+    assert raw.type == payload.type and raw.malformed is not None
     assert raw.malformed.field == field
     render_message(msg)
 

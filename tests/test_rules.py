@@ -109,6 +109,22 @@ def ms108(bad: bool) -> Conversation:
     return c
 
 
+def ms109(bad: bool) -> Conversation:
+    """The draft's CPU_QUEUES with the fallback SA and CPU_QUEUE_INFO on a per-CPU SA; the
+    good variant is the same negotiation with RFC 9611's SA_RESOURCE_INFO."""
+    c = Conversation()
+    if bad:
+        queues = notify(NotifyType.CPU_QUEUES, (2).to_bytes(4, "big"))
+        c.ike_sa_init()
+        c.ike_auth(None, None, req_extra=[queues], resp_extra=[queues])
+        info = [notify(NotifyType.CPU_QUEUE_INFO, rid(1))]
+        c.create_child("I", None, None, req_extra=info, resp_extra=info)
+    else:
+        c.established()
+        c.create_child("I", rid(1), rid(2))
+    return c
+
+
 # --- MS2xx ---------------------------------------------------------------------------------
 
 
@@ -303,7 +319,7 @@ def ms903(bad: bool) -> Conversation:
 
 CASES = {
     "MS101": [ms101], "MS102": [ms102], "MS103": [ms103], "MS104": [ms104, ms104_spi], "MS105": [ms105],
-    "MS106": [ms106], "MS107": [ms107], "MS108": [ms108],
+    "MS106": [ms106], "MS107": [ms107], "MS108": [ms108], "MS109": [ms109],
     "MS201": [ms201], "MS202": [ms202, ms202_overlap, ms202_trigger], "MS203": [ms203], "MS204": [ms204],
     "MS205": [ms205],
     "MS206": [ms206], "MS207": [ms207], "MS208": [ms208], "MS209": [ms209], "MS210": [ms210],
@@ -431,6 +447,9 @@ def test_registry_shape():
         for heading in rules.DOC_SECTIONS:
             assert sections.get(heading), (r.code, heading)
         assert "Bad:" in sections["Example"] and "Good:" in sections["Example"]
+        if r.rfc.startswith("draft-"):  # MS109: the pre-RFC negotiation cites the draft RFC 9611 replaced
+            assert r.level is Level.NONE and "RFC 9611" in r.doc
+            continue
         assert r.rfc.startswith("RFC ") and "§" in r.rfc
         if r.code.startswith("MS9"):
             assert r.level is Level.NONE

@@ -50,6 +50,7 @@ def child_dict(c: ChildSa) -> dict:
         "mode": c.mode, "ipcomp": c.ipcomp, "esn": c.esn,
         "resource_id_i": None if c.resource_id_i is None else c.resource_id_i.hex(),
         "resource_id_r": None if c.resource_id_r is None else c.resource_id_r.hex(),
+        "pre_rfc": c.pre_rfc, "cpu_queues": c.cpu_queues,
         "ts_i": [ts_text((s,)) for s in c.ts_i], "ts_r": [ts_text((s,)) for s in c.ts_r],
         "requested_frame": _frame(c.requested), "created_frame": _frame(c.created),
         "created_time": c.created.ts if c.created else None,
@@ -74,7 +75,7 @@ def refusal_dict(r: Refusal) -> dict:
 def group_dict(g: ChildSaGroup) -> dict:
     fb = g.fallback
     return {"label": g.label, "ts_i": [ts_text((s,)) for s in g.ts_i], "ts_r": [ts_text((s,)) for s in g.ts_r],
-            "uses_resource_info": g.uses_resource_info,
+            "uses_resource_info": g.uses_resource_info, "pre_rfc": g.pre_rfc,
             "fallback": None if fb is None else {"spi_in": _spi(fb.spi_in), "spi_out": _spi(fb.spi_out)},
             "installed": len(g.installed), "active": len(g.active), "pruned": g.pruned, "refused": g.refused,
             "child_sas": [child_dict(c) for c in g.children],
@@ -91,7 +92,8 @@ def lineage_dict(lin: IkeLineage) -> dict:
 
 def document(result: CaptureResult) -> dict:
     a = result.analyzer
-    return {"file": result.path, "ike_messages": a.messages, "esp_packets": a.esp_packets,
+    return {"file": result.path, "ike_messages": a.messages, "ikev1_messages": a.ikev1_messages,
+            "esp_packets": a.esp_packets,
             "error": result.error, "pruned_lineages": a.pruned_lineages,
             "lineages": [lineage_dict(lin) for lin in a.lineages]}
 
@@ -149,7 +151,8 @@ def render_text(result: CaptureResult) -> str:
     from .text import plural
 
     out = [f"{result.path}: {plural(a.messages, 'IKE message')}, {plural(a.esp_packets, 'ESP packet')}, "
-           f"{plural(len(a.lineages), 'IKE SA lineage')}"]
+           f"{plural(len(a.lineages), 'IKE SA lineage')}"
+           + (f" ({plural(a.ikev1_messages, 'IKEv1 message')}, not analyzed)" if a.ikev1_messages else "")]
     for lin in a.lineages:
         peers = ", ".join(f"{k.value}={v}" for k, v in sorted(lin.addrs.items(), key=lambda kv: kv[0].value))
         extra = f", remote access (CP frame {lin.remote_access.index})" if lin.remote_access else ""
@@ -162,6 +165,9 @@ def render_text(result: CaptureResult) -> str:
         for g in lin.groups.values():
             n_fb, n_members = len(g.fallbacks), len(g.members)
             info = "SA_RESOURCE_INFO both ways" if g.uses_resource_info else "no SA_RESOURCE_INFO"
+            if g.pre_rfc:
+                info = ("CPU_QUEUE_INFO both ways" if g.uses_resource_info else "CPU_QUEUES") + \
+                    " (pre-RFC draft, private-use notifies)"
             older = f" (+{g.pruned} older deleted ones not kept)" if g.pruned else ""
             out.append(f"    group {g.label}: {info}; {len(g.children)} Child SAs{older} "
                        f"({n_fb} fallback, {n_members} additional), {len(g.active)} active, "

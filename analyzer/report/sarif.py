@@ -46,6 +46,8 @@ def _version() -> str:
 
 
 def help_uri(rfc: str) -> str:
+    if rfc.startswith("draft-"):  # an Internet-Draft (MS109 cites the pre-RFC per-CPU draft)
+        return f"https://datatracker.ietf.org/doc/html/{rfc.split()[0]}"
     m = re.match(r"RFC (\d+)(?: §([\d.]+))?", rfc)
     if not m:
         return RFC_URL.format(number=9611)

@@ -103,6 +103,8 @@ _CFG_TEXT = {CfgAttr.APPLICATION_VERSION, CfgAttr.INTERNAL_DNS_DOMAIN}
 
 def render_message(msg: IkeMessage) -> str:
     """The text tree of ``msg``: a frame line, then the ISAKMP header and its payloads."""
+    if msg.version >> 4 == 1:
+        return _render_ikev1(msg)
     out = [_frame_line(msg), *_layers(msg.src, msg.dst, msg.sport, msg.dport),
            "Internet Security Association and Key Management Protocol"]
     add = _adder(out, 1)
@@ -202,6 +204,35 @@ def render_esp(frame, src: str, dst: str, sport: int | None, dport: int | None, 
     return "\n".join(out)
 
 
+def _render_ikev1(msg: IkeMessage) -> str:
+    """IKEv1 (ISAKMP, RFC 2408 §3.1): the header by its own names, then the payload chain."""
+    from dissectors.ikev2 import ikev1
+
+    out = [_frame_line(msg), *_layers(msg.src, msg.dst, msg.sport, msg.dport),
+           "Internet Security Association and Key Management Protocol (IKEv1)"]
+    add = _adder(out, 1)
+    add(f"Initiator Cookie: {msg.spi_i.hex()}")
+    add(f"Responder Cookie: {msg.spi_r.hex()}")
+    add(f"Next payload: {ikev1.payload_name(msg.next_payload)}")
+    add(f"Version: {msg.version >> 4}.{msg.version & 0x0F}")
+    add(f"Exchange type: {ikev1.exchange_name(msg.exchange)}")
+    add(f"Flags: 0x{msg.flags:02x} ({ikev1.flags_text(msg.flags)})")
+    add(f"Message ID: 0x{msg.message_id:08x}")
+    add(f"Length: {msg.length}")
+    for p in msg.payloads:
+        if isinstance(p, ikev1.IsakmpEncrypted):
+            add(f"Encrypted Data ({len(p.data)} bytes, first payload {ikev1.payload_name(p.first_type)})")
+            continue
+        add(f"Payload: {ikev1.payload_name(p.type)}")
+        sub = _adder(out, 2)
+        sub(f"Next payload: {ikev1.payload_name(p.next_payload)}")
+        sub(f"Payload length: {len(p.body()) + 4}")
+        sub(f"Data: {_sized(p.body())}")
+    if msg.malformed is not None:
+        add(f"[Malformed: {msg.malformed}]")
+    return "\n".join(out)
+
+
 # --- lines -------------------------------------------------------------------------------------
 
 
@@ -269,6 +300,8 @@ def _printable(data: bytes) -> str:
 
 
 def _payload_length(payload: Payload) -> str:
+    if payload.wire is not None:  # partly decoded: the length it came with
+        return str(len(payload.wire) + 4)
     try:
         return str(len(payload.body()) + 4)
     except Exception:  # a hand-built payload that cannot serialise: the tree still renders
@@ -381,6 +414,13 @@ def _notify(out: list[str], p: NotifyPayload, depth: int) -> None:
             add("Resource Identifier: (empty: not bound to a resource)")
     elif p.notify_type == NotifyType.TS_MAX_QUEUE and not p.data:  # RFC 9611 §5.2: no data
         pass
+    elif p.notify_type == NotifyType.CPU_QUEUES and len(p.data) == 4:  # pre-RFC draft: a count
+        add(f"Minimum additional per-CPU SAs: {int.from_bytes(p.data, 'big')} (pre-RFC draft, private use)")
+    elif p.notify_type == NotifyType.CPU_QUEUE_INFO:  # pre-RFC draft: empty or identifying data
+        if p.data:
+            add(f'Queue Identifier: {_hex(p.data)} ("{_printable(p.data[:_HEX_LIMIT])}") (pre-RFC draft)')
+        else:
+            add("Queue Identifier: (empty) (pre-RFC draft)")
     else:
         add(f"Notification DATA: {_hex(p.data) if p.data else '<MISSING>'}")
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dissectors.iana import ExchangeType, NotifyType, ProtocolId, name_of
 
 from ..events import NotifySeen
-from ..model import ExpertGroup, Level
+from ..model import ExpertGroup, Level, Severity
 from . import Hit, rule
 
 SA_RESOURCE_INFO = NotifyType.SA_RESOURCE_INFO
@@ -193,3 +193,42 @@ def ts_max_queue_in_request(e: NotifySeen) -> Iterator[Hit]:
     """
     if e.notify.notify_type == TS_MAX_QUEUE and e.request:
         yield Hit(f"TS_MAX_QUEUE in {_where(e)}: an error notify belongs in a response")
+
+
+DRAFT = "draft-pwouters-ipsecme-multi-sa-performance-02"
+
+
+@rule(code="MS109", name="pre-rfc-per-cpu-notify",
+      title="Pre-RFC per-CPU negotiation (CPU_QUEUES / CPU_QUEUE_INFO, private-use numbers)",
+      rfc=DRAFT, level=Level.NONE, severity=Severity.WARNING, group=ExpertGroup.PROTOCOL)
+def pre_rfc_per_cpu_notify(e: NotifySeen) -> Iterator[Hit]:
+    """## What it does
+    Reports every CPU_QUEUES (40970) and CPU_QUEUE_INFO (40971) notify: the per-CPU Child SA
+    negotiation of draft-pwouters-ipsecme-multi-sa-performance-02, which strongSwan's proof of
+    concept implemented with numbers from the private-use range (RFC 7296 §3.10.1). multisa
+    rebuilds such groups as RFC 9611 ones (the fallback SA from CPU_QUEUES, its members with
+    resource ids from CPU_QUEUE_INFO) and the other rules judge them where the draft says the same.
+
+    ## Why is this bad?
+    RFC 9611 replaced the draft's notifies with SA_RESOURCE_INFO (16444) and TS_MAX_QUEUE (48).
+    Private-use numbers mean nothing to a standard peer: an RFC 9611 gateway ignores them, so
+    each additional per-CPU SA looks like a duplicate of the fallback SA (and may replace it),
+    and neither side learns the other's resources. Both peers must move to RFC 9611.
+
+    ## Example
+    Bad: `IKE_AUTH request: ..., SA, TSi, TSr, N(40970 CPU_QUEUES, 00000004)`, then
+    `CREATE_CHILD_SA request: ..., N(40971 CPU_QUEUE_INFO)`.
+    Good: `IKE_AUTH request: ..., N(SA_RESOURCE_INFO)`, then
+    `CREATE_CHILD_SA request: ..., N(SA_RESOURCE_INFO, 9a3c51e7)`.
+    """
+    n = e.notify
+    if n.notify_type == NotifyType.CPU_QUEUES:
+        what = (f"CPU_QUEUES ({int.from_bytes(n.data, 'big')} additional per-CPU SAs)" if len(n.data) == 4
+                else f"CPU_QUEUES with {len(n.data)} octets of data (the draft has 4)")
+    elif n.notify_type == NotifyType.CPU_QUEUE_INFO:
+        what = "CPU_QUEUE_INFO" + (f" {n.data.hex()}" if n.data else " (empty)")
+    else:
+        return
+    yield Hit(f"{what} in {_where(e)}: the pre-RFC per-CPU negotiation of {DRAFT} with private-use "
+              f"notify number {n.notify_type}; RFC 9611 replaced it with SA_RESOURCE_INFO (16444) and "
+              "TS_MAX_QUEUE (48)")

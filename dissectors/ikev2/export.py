@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..iana import CfgAttr, name_of
+from ..iana import ISAKMP_FLAGS, CfgAttr, name_of
+from .ikev1 import IsakmpEncrypted, IsakmpPayload
 from .message import IkeMessage
 from .payloads import (AuthPayload, CertPayload, CpPayload, DeletePayload, EapPayload, IdPayload,
                        KePayload, NotifyPayload, Payload, RawPayload, SaPayload, SkfPayload,
@@ -20,6 +21,7 @@ def message_to_dict(msg: IkeMessage) -> dict[str, Any]:
         "frame": msg.frame.index if msg.frame else None,
         "time": msg.frame.ts if msg.frame else None,
         "src": msg.src, "dst": msg.dst, "sport": msg.sport, "dport": msg.dport,
+        "version": msg.major_version,
         "exchange": msg.exchange,
         "message_id": msg.message_id,
         "initiator": msg.initiator,
@@ -29,6 +31,9 @@ def message_to_dict(msg: IkeMessage) -> dict[str, Any]:
         "length": msg.length,
         "payloads": [payload_to_dict(p) for p in msg.payloads],
     }
+    if msg.ikev1:  # ISAKMP has no I/R flags (RFC 2408 §3.1): E, C and A instead
+        out.update(initiator=None, response=None,
+                   flags={name: bool(msg.flags & bit) for name, bit in ISAKMP_FLAGS.items()})
     if msg.malformed:
         out["malformed"] = {"offset": msg.malformed.offset, "field": msg.malformed.field,
                             "reason": msg.malformed.reason}
@@ -36,6 +41,10 @@ def message_to_dict(msg: IkeMessage) -> dict[str, Any]:
 
 
 def payload_to_dict(p: Payload) -> dict[str, Any]:
+    if isinstance(p, IsakmpEncrypted):  # IKEv1 with the E flag: the encrypted chain
+        return {"type": p.first_type, "offset": p.offset, "encrypted": True, "data_length": len(p.data)}
+    if isinstance(p, IsakmpPayload):  # IKEv1: type, offset, length (the body is not decoded)
+        return {"type": p.type, "offset": p.offset, "data_length": len(p.data)}
     d: dict[str, Any] = {"type": p.type, "critical": p.critical, "offset": p.offset}
     if isinstance(p, SaPayload):
         d["proposals"] = [{

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..iana import PayloadType
+from ..iana import ExchangeType, PayloadType, name_of
 from ..records import FrameRef, Malformed
 from ..wire import pack_fields
+from . import ikev1
 from .payloads import Payload, SkPayload, build_chain, first_type, parse_chain
 
 # §3.1: SPIi (8) | SPIr (8) | Next Payload | MjVer/MnVer | Exchange Type | Flags | Message ID | Length
@@ -52,6 +53,22 @@ class IkeMessage:
         return bool(self.flags & FLAG_BITS["response"])
 
     @property
+    def major_version(self) -> int:
+        """1 for IKEv1 (ISAKMP, RFC 2408), 2 for IKEv2."""
+        return self.version >> 4
+
+    @property
+    def ikev1(self) -> bool:
+        return self.major_version == 1
+
+    @property
+    def exchange_name(self) -> str:
+        """The exchange type's name in its version's registry (IKEv1: ``IKEv1 Quick Mode``)."""
+        if self.ikev1:
+            return "IKEv1 " + ikev1.EXCHANGE_NAMES.get(self.exchange, f"UNKNOWN({self.exchange})")
+        return name_of(ExchangeType, self.exchange)
+
+    @property
     def ike_spis(self) -> tuple[bytes, bytes]:
         return self.spi_i, self.spi_r
 
@@ -83,8 +100,8 @@ def parse_message(data: bytes) -> IkeMessage:
     import struct
     np, ver, exch, flags, msgid, length = struct.unpack_from(">BBBBII", data, 16)
     msg = IkeMessage(bytes(data[0:8]), bytes(data[8:16]), exch, msgid, flags, ver, np, length, raw=bytes(data))
-    if ver >> 4 != 2:
-        msg.malformed = Malformed(17, "IKE header.version", f"major version {ver >> 4}, not 2")
+    if ver >> 4 not in (1, 2):
+        msg.malformed = Malformed(17, "IKE header.version", f"major version {ver >> 4}, not 2 (or 1, IKEv1)")
         return msg
     if length < IKE_HEADER_LEN or length > len(data):
         msg.malformed = Malformed(24, "IKE header.length", f"{length} but {len(data)} bytes received")
@@ -92,6 +109,10 @@ def parse_message(data: bytes) -> IkeMessage:
             return msg
     body = data[IKE_HEADER_LEN:min(length, len(data))]
     msg.raw = bytes(data[:min(length, len(data))])
+    if ver >> 4 == 1:  # IKEv1 / ISAKMP (RFC 2408 §3.1): the same header, its own payloads
+        msg.payloads, problem = ikev1.parse_chain(body, np, flags, IKE_HEADER_LEN)
+        msg.malformed = msg.malformed or problem
+        return msg
     msg.payloads, problem = parse_chain(body, np, IKE_HEADER_LEN)
     msg.malformed = msg.malformed or problem
     return msg

@@ -35,6 +35,7 @@ class Payload:
     reserved: int = 0  # the 7 RESERVED bits after C; kept for exact rebuild
     offset: int = 0  # offset of the generic header inside the IKE message
     malformed: Malformed | None = None
+    wire: bytes | None = field(default=None, repr=False)  # body as received, kept when malformed
 
     @property
     def type(self) -> int:
@@ -55,7 +56,7 @@ class Payload:
         )
 
     def __bytes__(self) -> bytes:
-        body = self.body()
+        body = self.wire if self.wire is not None else self.body()
         return self.header(len(body)) + body
 
 
@@ -117,13 +118,17 @@ class Transform:
         if hdr["length"] < 8:
             raise ParseError(start + 2, "Transform.length", f"{hdr['length']} is shorter than 8")
         body = Cursor(cur.take(hdr["length"] - 8, "Transform.attributes"), cur.offset - (hdr["length"] - 8))
-        attrs = []
-        while body.remaining:
-            a_type, a_val = struct.unpack(">HH", body.take(4, "Transform.attribute"))
-            if a_type & ATTR_TV:
-                attrs.append(TransformAttribute(a_type & ~ATTR_TV, a_val))
-            else:
-                attrs.append(TransformAttribute(a_type, body.take(a_val, "Transform.attribute.value")))
+        attrs: list[TransformAttribute] = []
+        try:
+            while body.remaining:
+                a_type, a_val = struct.unpack(">HH", body.take(4, "Transform.attribute"))
+                if a_type & ATTR_TV:
+                    attrs.append(TransformAttribute(a_type & ~ATTR_TV, a_val))
+                else:
+                    attrs.append(TransformAttribute(a_type, body.take(a_val, "Transform.attribute.value")))
+        except ParseError as err:  # keep the attributes before the damaged one
+            raise err.with_partial(cls(hdr["type"], hdr["id"], attrs, hdr["last"], hdr["reserved"],
+                                       hdr["reserved2"])) from None
         return cls(hdr["type"], hdr["id"], attrs, hdr["last"], hdr["reserved"], hdr["reserved2"])
 
     def __bytes__(self) -> bytes:
@@ -151,11 +156,22 @@ class Proposal:
         inner_len = hdr["length"] - 8
         inner = Cursor(cur.take(inner_len, "Proposal.transforms"), cur.offset - inner_len)
         spi = inner.take(hdr["spi_size"], "Proposal.spi")
-        transforms = [Transform.parse(inner) for _ in range(hdr["num_transforms"])]
+        transforms: list[Transform] = []
+
+        def partial() -> Proposal:
+            return cls(hdr["number"], hdr["protocol_id"], spi, transforms, hdr["last"], hdr["reserved"])
+
+        try:
+            for _ in range(hdr["num_transforms"]):
+                transforms.append(Transform.parse(inner))
+        except ParseError as err:  # keep the transforms before the damaged one (and its attributes)
+            if isinstance(err.partial, Transform):
+                transforms.append(err.partial)
+            raise err.with_partial(partial()) from None
         if inner.remaining:
             raise ParseError(inner.offset, "Proposal.num_transforms",
-                             f"{inner.remaining} bytes left after {hdr['num_transforms']} transforms")
-        return cls(hdr["number"], hdr["protocol_id"], spi, transforms, hdr["last"], hdr["reserved"])
+                             f"{inner.remaining} bytes left after {hdr['num_transforms']} transforms", partial())
+        return partial()
 
     def __bytes__(self) -> bytes:
         transforms = b"".join(bytes(t) for t in self.transforms)
@@ -172,9 +188,14 @@ class SaPayload(Payload):
 
     @classmethod
     def parse_body(cls, cur: Cursor) -> SaPayload:
-        proposals = []
-        while cur.remaining:
-            proposals.append(Proposal.parse(cur))
+        proposals: list[Proposal] = []
+        try:
+            while cur.remaining:
+                proposals.append(Proposal.parse(cur))
+        except ParseError as err:  # the proposals before the damage stay decoded (as in tshark)
+            if isinstance(err.partial, Proposal):
+                proposals.append(err.partial)
+            raise err.with_partial(cls(proposals=proposals)) from None
         return cls(proposals=proposals)
 
     def body(self) -> bytes:
@@ -333,9 +354,15 @@ class DeletePayload(Payload):
     @classmethod
     def parse_body(cls, cur: Cursor) -> DeletePayload:
         hdr = cur.fields(DELETE_HEADER, "Delete")
-        spis = [cur.take(hdr["spi_size"], "Delete.spis") for _ in range(hdr["num_spis"])]
+        spis: list[bytes] = []
+        try:
+            for _ in range(hdr["num_spis"]):
+                spis.append(cur.take(hdr["spi_size"], "Delete.spis"))
+        except ParseError as err:
+            raise err.with_partial(cls(protocol_id=hdr["protocol_id"], spi_size=hdr["spi_size"], spis=spis)) from None
         if cur.remaining:
-            raise ParseError(cur.offset, "Delete.num_spis", f"{cur.remaining} bytes left after {hdr['num_spis']} SPIs")
+            raise ParseError(cur.offset, "Delete.num_spis", f"{cur.remaining} bytes left after {hdr['num_spis']} SPIs",
+                             cls(protocol_id=hdr["protocol_id"], spi_size=hdr["spi_size"], spis=spis))
         return cls(protocol_id=hdr["protocol_id"], spi_size=hdr["spi_size"], spis=spis)
 
     def body(self) -> bytes:
@@ -422,9 +449,17 @@ class TsPayload(Payload):
     @classmethod
     def parse_body(cls, cur: Cursor) -> TsPayload:
         head = cur.take(4, "TS.num_ts")
-        selectors = [TrafficSelector.parse(cur) for _ in range(head[0])]
+        selectors: list[TrafficSelector] = []
+        try:
+            for _ in range(head[0]):
+                selectors.append(TrafficSelector.parse(cur))
+        except (ParseError, ValueError) as err:  # the selectors before the damaged one stay
+            if not isinstance(err, ParseError):
+                err = ParseError(cur.offset, "TrafficSelector", str(err))
+            raise err.with_partial(cls(selectors=selectors, reserved3=head[1:])) from None
         if cur.remaining:
-            raise ParseError(cur.offset, "TS.num_ts", f"{cur.remaining} bytes left after {head[0]} selectors")
+            raise ParseError(cur.offset, "TS.num_ts", f"{cur.remaining} bytes left after {head[0]} selectors",
+                             cls(selectors=selectors, reserved3=head[1:]))
         return cls(selectors=selectors, reserved3=head[1:])
 
     def body(self) -> bytes:
@@ -456,10 +491,14 @@ class CpPayload(Payload):
     @classmethod
     def parse_body(cls, cur: Cursor) -> CpPayload:
         head = cur.take(4, "CP.cfg_type")
-        attrs = []
-        while cur.remaining:
-            a_type, a_len = struct.unpack(">HH", cur.take(4, "CP.attribute"))
-            attrs.append(CfgAttribute(a_type & 0x7FFF, cur.take(a_len, "CP.attribute.length"), bool(a_type & 0x8000)))
+        attrs: list[CfgAttribute] = []
+        try:
+            while cur.remaining:
+                a_type, a_len = struct.unpack(">HH", cur.take(4, "CP.attribute"))
+                attrs.append(CfgAttribute(a_type & 0x7FFF, cur.take(a_len, "CP.attribute.length"),
+                                          bool(a_type & 0x8000)))
+        except ParseError as err:  # the attributes before the damaged one stay
+            raise err.with_partial(cls(cfg_type=head[0], attributes=attrs, reserved3=head[1:])) from None
         return cls(cfg_type=head[0], attributes=attrs, reserved3=head[1:])
 
     def body(self) -> bytes:
@@ -544,7 +583,12 @@ class SkfPayload(SkPayload):
 
 def _ts(kind: int):
     def parse(cur: Cursor) -> TsPayload:
-        p = TsPayload.parse_body(cur)
+        try:
+            p = TsPayload.parse_body(cur)
+        except ParseError as err:
+            if isinstance(err.partial, TsPayload):
+                err.partial.ts_payload_type = kind
+            raise
         p.ts_payload_type = kind
         return p
     return parse
@@ -616,8 +660,12 @@ def parse_chain(data: bytes, first_type: int, base: int = 0) -> tuple[list[Paylo
         try:
             payload = parser(body) if parser else RawPayload(payload_type=kind, data=body.rest())
         except ParseError as err:
-            payload = RawPayload(payload_type=kind, data=body.data,
-                                 malformed=Malformed(err.offset, err.field, err.reason))
+            problem = Malformed(err.offset, err.field, err.reason)
+            if isinstance(err.partial, Payload):  # what decoded before the damage, marked malformed
+                payload = err.partial
+                payload.malformed, payload.wire = problem, bytes(body.data)
+            else:
+                payload = RawPayload(payload_type=kind, data=body.data, malformed=problem)
         except ValueError as err:  # e.g. an address of the wrong size
             payload = RawPayload(payload_type=kind, data=body.data,
                                  malformed=Malformed(start, _name(kind), str(err)))

@@ -40,6 +40,8 @@ def _one(p) -> str:
 
 def message_info(msg: IkeMessage) -> str:
     kind = "response" if msg.response else "request"
+    if msg.version >> 4 == 1:  # IKEv1: its own exchange and payload registries
+        return f"{msg.exchange_name} MID={msg.message_id} " + " ".join(getattr(p, "name", "?") for p in msg.payloads)
     return f"{name_of(ExchangeType, msg.exchange)} {kind} MID={msg.message_id} {payload_summary(msg)}"
 
 
