@@ -402,7 +402,6 @@ local function finding_items(tree, tvb, pinfo)
 end
 
 function multisa.dissector(tvb, pinfo, tree)
-    if not tree then return end
     ensure_loaded()
     local root = nil
     local function lazy_root()
