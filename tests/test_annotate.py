@@ -205,3 +205,25 @@ def test_annotate_refuses_several_captures_and_its_own_input(tmp_path):
     run = lint(copy, "--annotate", str(copy))
     assert run.returncode == 2 and "overwrite" in run.stderr and "Traceback" not in run.stderr
     assert copy.read_bytes() == a.read_bytes()
+
+
+# --- lint JSON for the Wireshark plugin ----------------------------------------------------------
+
+
+def test_lint_json_esp_sas_are_every_child_sa_spi_of_groups():
+    """``esp_sas``: both SPIs of every Child SA ``multisa groups --json`` shows, with its role."""
+    capture = SAMPLES / "peer" / "clean" / "capture.pcapng"
+    doc = json.loads(lint(capture, "--format", "json").stdout)
+    run = subprocess.run([*MULTISA, "groups", str(capture), "-k", str(capture.parent), "--json"],
+                         capture_output=True, text=True, env=ENV, cwd=ROOT)
+    groups = json.loads(run.stdout)
+    want = Counter()
+    for lineage in groups["lineages"]:
+        for group in lineage["groups"]:
+            for child in group["child_sas"]:
+                for spi, side in ((child["spi_in"], "I"), (child["spi_out"], "R")):
+                    rid = child["resource_id_i" if side == "I" else "resource_id_r"]
+                    want[(spi, lineage["peers"][side], child["role"], group["label"], rid)] += 1
+    got = Counter((sa["spi"], sa["dst"], sa["role"], sa["group"], sa["resource_id"]) for sa in doc["esp_sas"])
+    assert got == want and len(got) == 8
+    assert {sa["role"] for sa in doc["esp_sas"]} == {"fallback", "member"}

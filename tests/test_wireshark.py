@@ -218,3 +218,19 @@ def test_the_plugin_has_no_syntax_or_load_error():
     fields = {line.split("\t")[2] for line in run.stdout.splitlines() if line.startswith("F\t")}
     assert {"multisa.code", "multisa.severity", "multisa.rfc", "multisa.group", "multisa.message",
             "multisa.resource_id", "multisa.role", "multisa.spi"} <= fields
+
+
+def test_findings_of_several_captures_warn_once_and_show_the_first(tmp_path):
+    first, second = SAMPLES / "peer" / "fault-shared-sa", SAMPLES / "strongswan6-percpu"
+    out = tmp_path / "two.json"
+    run = subprocess.run([*MULTISA, "lint", str(first / "capture.pcapng"), str(second / "capture.pcap"),
+                          "-k", str(first), "-k", str(second), "--isolated", "-f", "json", "-o", str(out)],
+                         capture_output=True, text=True, env=ENV, cwd=ROOT)
+    assert run.returncode == 1, run.stderr
+    doc = json.loads(out.read_text())
+    want = sorted({frame for f in doc["findings"] if f["file"] == str(first / "capture.pcapng") for frame in f["frames"]})
+    run = tshark(first / "capture.pcapng", "-Y", "multisa.code", "-T", "fields", "-e", "frame.number",
+                 findings=str(out))
+    errors = stderr_lines(run)
+    assert len(errors) == 1 and "2 captures" in errors[0], errors
+    assert [int(n) for n in run.stdout.split()] == want and want
