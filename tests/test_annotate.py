@@ -35,7 +35,8 @@ def lint_pairs(doc: dict) -> Counter:
     return Counter((frame, f["code"]) for f in doc["findings"] for frame in dict.fromkeys(f["frames"]))
 
 
-def tshark_fields(capture: Path, *fields: str, display: str | None = None, extra: tuple[str, ...] = ()) -> list[list[str]]:
+def tshark_fields(capture: Path, *fields: str, display: str | None = None,
+                  extra: tuple[str, ...] = ()) -> list[list[str]]:
     cmd = ["tshark", "-n", "-r", str(capture), *extra, "-T", "fields", "-E", "occurrence=a", "-E", "separator=\t",
            "-E", "aggregator=\x1f"]
     if display:

@@ -228,7 +228,8 @@ def test_findings_of_several_captures_warn_once_and_show_the_first(tmp_path):
                          capture_output=True, text=True, env=ENV, cwd=ROOT)
     assert run.returncode == 1, run.stderr
     doc = json.loads(out.read_text())
-    want = sorted({frame for f in doc["findings"] if f["file"] == str(first / "capture.pcapng") for frame in f["frames"]})
+    mine = str(first / "capture.pcapng")
+    want = sorted({frame for f in doc["findings"] if f["file"] == mine for frame in f["frames"]})
     run = tshark(first / "capture.pcapng", "-Y", "multisa.code", "-T", "fields", "-e", "frame.number",
                  findings=str(out))
     errors = stderr_lines(run)
