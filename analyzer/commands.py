@@ -114,6 +114,8 @@ def cmd_lint(args: argparse.Namespace) -> int:
     from .pipeline import LintReport, analyze_captures, evaluated
 
     settings = settings_from_args(args)
+    if getattr(args, "annotate", None) and len(args.captures) > 1:
+        raise _usage_error("--annotate writes one capture: give one CAPTURE")
     try:
         selected = evaluated(rules.select(settings.select, settings.ignore))
     except ValueError as err:
@@ -149,9 +151,24 @@ def cmd_lint(args: argparse.Namespace) -> int:
             print(f"multisa: note: {note}", file=sys.stderr)
     for error in report.errors:
         print(f"multisa: error: {error}", file=sys.stderr)
+    if getattr(args, "annotate", None):
+        _annotate(args.captures[0], report.findings, args.annotate, bool(report.errors))
     if report.errors:
         return EXIT_ERROR
     return EXIT_FINDINGS if report.findings and not settings.exit_zero else EXIT_OK
+
+
+def _annotate(capture: str, findings, out_path: str, reported: bool) -> None:
+    """``--annotate OUT.pcapng``: the capture with the findings as packet comments."""
+    from .annotate import annotate
+
+    try:
+        done = annotate(capture, findings, out_path)
+    except (OSError, ValueError) as err:
+        raise _usage_error(f"{out_path}: {getattr(err, 'strerror', None) or err}") from None
+    if done.error and not reported:  # the analysis stopped at the same damage and said so
+        raise _usage_error(done.error)
+    print(f"multisa: note: {out_path}: {done.comments} comment(s) on {done.frames} frame(s)", file=sys.stderr)
 
 
 # --- groups ----------------------------------------------------------------------------------
@@ -265,6 +282,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="one host's kernel XFRM state to hold against the capture (MS5xx): a "
                            "`multisa xfrm snapshot` file, a *.xfrm-sa.json dump, `ip -s xfrm "
                            "state` text, or live[:NETNS] (repeatable)")
+    lint.add_argument("--annotate", metavar="OUT.pcapng",
+                      help="also write the capture as pcapng with a packet comment per finding on "
+                           "each frame it names (Wireshark: Expert Information; tshark: frame.comment)")
     lint.set_defaults(func=cmd_lint)
 
     rules = sub.add_parser("rules", help="list the lint rules, or print one rule's documentation")

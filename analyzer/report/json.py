@@ -6,7 +6,19 @@ Contract::
                    "level", "frames": [int], "ike_spis", "group", "category", "file",
                    "time"}],   # time: epoch seconds of the first frame
      "summary": {"findings", "by_severity", "by_code", "threshold", "rules",
-                 "captures": [{"file", "ike_messages", "esp_packets", "findings", "error"}]}}
+                 "captures": [{"file", "ike_messages", "esp_packets", "findings", "error"}]},
+     "esp_sas": [{"file", "spi", "dst", "role", "group", "ike_spis", "resource_id",
+                  "child_sa"}]}
+
+``category`` is the rule's Wireshark expert-info group (``ExpertGroup``: "Protocol",
+"Sequence", ...). ``esp_sas`` has one entry per SPI of every Child SA the IKE exchanges
+negotiated (two per Child SA, one each way), whatever the threshold: ``spi`` in hex as on the
+wire (8 digits), ``dst`` the address of the peer receiving on it (the IKE peer's address;
+None if unknown), ``role`` "fallback" (the group's initial SA), "member" or "unknown",
+``group`` the group's label (TSi === TSr), ``resource_id`` the SA_RESOURCE_INFO data the
+receiving peer announced (hex, "" when empty, None without the notify), ``child_sa`` the
+Child SA's ``in/out`` SPIs as ``multisa groups`` shows them. The Wireshark plugin
+(``wireshark/multisa.lua``) reads ``findings`` and ``esp_sas``.
 """
 
 from __future__ import annotations
@@ -14,8 +26,28 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from ..model import Finding
-from ..pipeline import LintReport
+from ..model import Finding, Side
+from ..pipeline import CaptureResult, LintReport
+
+
+
+def esp_sas(result: CaptureResult) -> list[dict]:
+    """One entry per SPI of every Child SA of the capture (see the module's contract)."""
+    out = []
+    for lineage in result.analyzer.lineages:
+        for group in lineage.groups.values():
+            for child in group.children:
+                label = f"{child.spi_in.hex() if child.spi_in else '?'}/{child.spi_out.hex() if child.spi_out else '?'}"
+                for side in (Side.I, Side.R):
+                    spi = child.spi_of(side)
+                    if not spi:
+                        continue
+                    rid = child.resource_id(side)
+                    out.append({"file": result.path, "spi": spi.hex(), "dst": lineage.addrs.get(side),
+                                "role": child.role, "group": group.label,
+                                "ike_spis": "/".join(x.hex() for x in child.ike_spis),
+                                "resource_id": None if rid is None else rid.hex(), "child_sa": label})
+    return out
 
 
 def with_times(findings: list[Finding]) -> list[Finding]:
@@ -46,7 +78,8 @@ def with_times(findings: list[Finding]) -> list[Finding]:
 
 
 def render(report: LintReport) -> str:
-    doc = {"findings": [f.to_dict() for f in with_times(report.findings)], "summary": report.summary()}
+    doc = {"findings": [f.to_dict() for f in with_times(report.findings)], "summary": report.summary(),
+           "esp_sas": [sa for r in report.results for sa in esp_sas(r)]}
     return json.dumps(doc, indent=2) + "\n"
 
 
