@@ -332,8 +332,7 @@ class Analyzer:
                 return old.group, old.group.label
         ts_i = facts.ts_i or (request.ts_i if request else None)
         ts_r = facts.ts_r or (request.ts_r if request else None)
-        if not msg.response or not facts.ts_i:
-            ts_i, ts_r = without_trigger(ts_i), without_trigger(ts_r)
+        ts_i, ts_r = without_trigger(ts_i), without_trigger(ts_r)  # responders may echo it (union)
         if not ts_i or not ts_r:
             return None, None
         key = self._oriented(requester, ts_i, ts_r)
@@ -513,8 +512,8 @@ class Analyzer:
             return self._refusal(ike, requester, request, response, old, rekey is not None, request_ts)
         offered = next((p for p in request.child_proposals if p.number == chosen.number),
                        request.child_proposals[0])
-        ts = self._oriented(requester, response.ts_i or without_trigger(request.ts_i),
-                            response.ts_r or without_trigger(request.ts_r))
+        ts = self._oriented(requester, without_trigger(response.ts_i or request.ts_i),
+                            without_trigger(response.ts_r or request.ts_r))
         rid_req, rid_resp = request.resource_id, response.resource_id
         ipcomp_req = request.notify(NotifyType.IPCOMP_SUPPORTED)
         ipcomp_resp = response.notify(NotifyType.IPCOMP_SUPPORTED)
@@ -671,8 +670,9 @@ def _flip_child(c: ChildSa) -> None:
 
 
 def without_trigger(ts: TsSet | None) -> TsSet | None:
-    """Requested selectors without the trigger packet's: RFC 7296 §2.9 (and RFC 9611 §4) put
-    the packet that triggered the request first, a narrow selector the others cover."""
+    """Selectors without the trigger packet's: RFC 7296 §2.9 (and RFC 9611 §4) put the packet
+    that triggered the request first, a narrow selector the others cover; a responder may echo
+    it (the union is the same), as the reference peer did against charon's per-CPU acquires."""
     if ts and len(ts) > 1 and ts_covers(ts[1:], ts[:1]):
         return ts[1:]
     return ts

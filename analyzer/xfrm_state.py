@@ -444,7 +444,9 @@ def _parse_sa_block(lines: list[str]) -> XfrmSaState:
             f["mode"] = MODE_BY_NAME.get(m.group(4), 0)
         elif m := _RE["rw"].match(line):
             f["replay_window"] = int(m.group(1))
-            f["seq"] = int(m.group(2), 16) if m.group(2) else 0
+            # iproute2 prints the SA's seq as "0x%08u": decimal digits behind "0x"
+            f["seq"] = int(m.group(2), 10) if m.group(2) and m.group(2).isdigit() else \
+                int(m.group(2) or "0", 16)
             f["flags"] = sum(SA_FLAG_BY_NAME.get(t, 0) for t in (m.group(3) or "").split())
         elif m := _RE["replay"].match(line):
             replay = {"seq": int(m.group(1), 16), "oseq": int(m.group(2), 16),

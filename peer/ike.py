@@ -87,7 +87,19 @@ def narrow(offered: list[TrafficSelector], ours: TrafficSelector) -> list[Traffi
         plo, phi = max(ts.start_port, ours.start_port), min(ts.end_port, ours.end_port)
         if lo <= hi and plo <= phi:
             out.append(TrafficSelector(ts.ts_type, ts.ip_protocol or ours.ip_protocol, plo, phi, str(lo), str(hi)))
-    return out
+    # the union is what counts: a selector inside another one of the answer adds nothing (e.g.
+    # the trigger packet's, which an acquire-driven initiator puts first, §2.9); answering with
+    # it would make this SA's selectors differ from its group's (RFC 9611 §3)
+    return [ts for i, ts in enumerate(out)
+            if not any(j != i and _ts_inside(ts, o) and (not _ts_inside(o, ts) or j < i) for j, o in enumerate(out))]
+
+
+def _ts_inside(a: TrafficSelector, b: TrafficSelector) -> bool:
+    """``a`` lies within ``b`` (protocol, ports and addresses)."""
+    return (a.ts_type == b.ts_type and (not b.ip_protocol or a.ip_protocol == b.ip_protocol)
+            and b.start_port <= a.start_port and a.end_port <= b.end_port
+            and ipaddress.ip_address(b.start_address) <= ipaddress.ip_address(a.start_address)
+            and ipaddress.ip_address(a.end_address) <= ipaddress.ip_address(b.end_address))
 
 
 def ts_text(sels: list[TrafficSelector]) -> str:
