@@ -145,6 +145,7 @@ class MultisaApp(App):
 
     def _session(self, source: str, live: bool) -> AnalysisView:
         session = AnalysisView(source, self.keys, self.settings, live=live)
+        self.model = session.analyzer  # what the export's ``esp_sas`` is built from
         for p in session.key_problems:
             self.post_message(SourceProblem("keys", p))
         return session
@@ -394,7 +395,7 @@ class MultisaApp(App):
         try:
             fmt = export_findings(path, findings, source=self.capture or f"live:{self.iface}", rules=rules,
                                   messages=self.snapshot.messages, esp_packets=self.snapshot.esp_packets,
-                                  error=self.load_error)
+                                  error=self.load_error, analyzer=getattr(self, "model", None))
         except OSError as err:
             self.notify(f"{path}: {err.strerror or err}", title="export", severity="error")
             return None

@@ -16,9 +16,12 @@ def format_of(path: str) -> str:
 
 
 def export_findings(path: str, findings: list[Finding], *, source: str, rules, messages: int = 0,
-                    esp_packets: int = 0, error: str | None = None) -> str:
-    """Write ``findings`` to ``path``; returns the format written. OSError on I/O problems."""
-    counts = SimpleNamespace(messages=messages, esp_packets=esp_packets)
+                    esp_packets: int = 0, error: str | None = None, analyzer=None) -> str:
+    """Write ``findings`` to ``path``; returns the format written. OSError on I/O problems.
+    ``analyzer`` (the engine's model) gives the JSON report its ``esp_sas``; without it the
+    report has the findings and counts only."""
+    counts = SimpleNamespace(messages=messages, esp_packets=esp_packets,
+                             lineages=list(getattr(analyzer, "lineages", ())))
     result = CaptureResult(source, counts, list(findings), error)  # type: ignore[arg-type]
     report = LintReport([result], list(rules), Severity.INFO)
     fmt = format_of(path)
