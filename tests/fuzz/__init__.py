@@ -1,0 +1,1 @@
+"""Seeded fuzzing of every input surface (``python3 -m tests.fuzz.run``; see README "Fuzzing")."""
