@@ -143,6 +143,38 @@ def test_ikev1_is_skipped_by_rules_and_groups_with_one_note(tmp_path, capsys, mi
         assert doc["lineages"][0]["ike_sas"][0]["spi_r"] != "0" * 16
 
 
+def test_ikev1_shows_as_ikev1_in_the_tui_packets_view(tmp_path):
+    """The TUI lists IKEv1 messages by their own exchange names, none malformed, no group."""
+    import asyncio
+
+    from tests.make_samples import ikev1_capture
+    from tui.app import MultisaApp
+    from tui.screens import PacketScreen
+    from tui.widgets import GroupTable, PacketList
+
+    capture = str(ikev1_capture(tmp_path / "v1.pcap"))
+
+    async def run() -> tuple[list[str], list[str]]:
+        app = MultisaApp(capture, [])
+        async with app.run_test(size=(160, 48)) as pilot:
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            groups = [k for k in app.screen.query_one(GroupTable).nodes if k.startswith("grp:")]
+            await pilot.press("p")
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            assert isinstance(app.screen, PacketScreen)
+            plist = app.screen.query_one(PacketList)
+            rows = [plist.get_row_at(i)[-1] for i in range(plist.row_count)]
+            return groups, [str(getattr(r, "plain", r)) for r in rows]
+
+    groups, infos = asyncio.run(run())
+    assert groups == [] and len(infos) == 8
+    assert infos[0].startswith("IKEv1 Identity Protection (Main Mode)")
+    assert any(i.startswith("IKEv1 Quick Mode") for i in infos)
+    assert not any("Malformed" in i for i in infos)
+
+
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed (apt-get install tshark)")
 @pytest.mark.parametrize("case", ["ikev1", "mixed", "prerfc"])
 def test_tshark_engine_agrees_on_new_cases(tmp_path, case):
