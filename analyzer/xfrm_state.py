@@ -44,12 +44,14 @@ dump always gives a list. Selector fields are null when an import did not carry 
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import math
 import os
 import re
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from operator import attrgetter
 from pathlib import Path
 
@@ -66,6 +68,7 @@ from dissectors.xfrm import (
     XfrmSelector,
     XfrmStats,
     XfrmTemplate,
+    safe_alg_name,
 )
 
 FORMAT = "multisa.xfrm"
@@ -246,81 +249,257 @@ class SampleJsonWriter:
                 f'"policies":{_JSON([policy_to_dict(p) for p in snap.policies])}}}')
 
 
-def _spi(v) -> int:
-    return int(v, 16) if isinstance(v, str) else int(v)
+# Decoding JSON is validation: every value is checked for its type and range where it is read,
+# and a bad one raises ValueError naming the field (``sas[0].lifetime.bytes: ...``), so what
+# reaches the records is what the records hold and ``to_dict``/``render_text`` cannot fail.
+# Values are never echoed (a key pasted into a field must not reach the error line).
+
+_REQUIRED = object()
+_U64_MAX = (1 << 64) - 1
 
 
-def _sel(d: dict | None) -> XfrmSelector | None:
-    return None if d is None else XfrmSelector(**d)
+def _kind(v) -> str:
+    return "null" if v is None else {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+                                     int: "a number", float: "a number"}.get(type(v), type(v).__name__)
 
 
-def sa_from_dict(d: dict) -> XfrmSaState:
+def _get(d: dict, key: str, where: str, default=_REQUIRED):
+    if key in d:
+        return d[key]
+    if default is _REQUIRED:
+        raise ValueError(f"{where}.{key}: missing")
+    return default
+
+
+def _int(v, where: str, bits: int = 64, null: bool = False, signed: bool = False):
+    if v is None and null:
+        return None
+    if type(v) is not int:
+        raise ValueError(f"{where}: expected {'an integer or null' if null else 'an integer'}, got {_kind(v)}")
+    lo = -(1 << (bits - 1)) if signed else 0
+    hi = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
+    if not lo <= v <= hi:
+        raise ValueError(f"{where}: out of range for {'a signed' if signed else 'an unsigned'} {bits}-bit field")
+    return v
+
+
+def _str(v, where: str, null: bool = False, limit: int = 256):
+    if v is None and null:
+        return None
+    if type(v) is not str:
+        raise ValueError(f"{where}: expected {'a string or null' if null else 'a string'}, got {_kind(v)}")
+    if len(v) > limit:
+        raise ValueError(f"{where}: longer than {limit} characters")
+    return v
+
+
+def _ip(v, where: str, null: bool = False):
+    if v is None and null:
+        return None
+    _str(v, where)
+    try:
+        return str(ipaddress.ip_address(v))
+    except ValueError:
+        raise ValueError(f"{where}: not an IP address") from None
+
+
+ALGO_KINDS = ("crypt", "auth", "auth_trunc", "aead", "comp")
+
+
+def _one_of(v, where: str, allowed: tuple) -> str:
+    if v not in allowed:
+        raise ValueError(f"{where}: not one of {', '.join(allowed)}")
+    return v
+
+
+def _obj(v, where: str) -> dict:
+    if type(v) is not dict:
+        raise ValueError(f"{where}: expected an object, got {_kind(v)}")
+    return v
+
+
+def _list(v, where: str) -> list:
+    if type(v) is not list:
+        raise ValueError(f"{where}: expected a list, got {_kind(v)}")
+    return v
+
+
+#: per record class: field -> checker(value, where)
+_U8 = lambda v, w: _int(v, w, 8)  # noqa: E731
+_U16 = lambda v, w: _int(v, w, 16)  # noqa: E731
+_U32 = lambda v, w: _int(v, w, 32)  # noqa: E731
+_U64 = lambda v, w: _int(v, w, 64)  # noqa: E731
+_FIELDS: dict[type, dict] = {
+    XfrmSelector: {"family": _U16, "src": lambda v, w: _ip(v, w, True), "dst": lambda v, w: _ip(v, w, True),
+                   "prefixlen_s": lambda v, w: _int(v, w, 8, True), "prefixlen_d": lambda v, w: _int(v, w, 8, True),
+                   "proto": _U8, "sport": _U16, "dport": _U16, "sport_mask": _U16, "dport_mask": _U16,
+                   "ifindex": lambda v, w: _int(v, w, 32, signed=True)},
+    XfrmLifetimeCfg: dict.fromkeys(f.name for f in fields(XfrmLifetimeCfg)),
+    XfrmLifetimeCur: dict.fromkeys(f.name for f in fields(XfrmLifetimeCur)),
+    XfrmStats: dict.fromkeys(f.name for f in fields(XfrmStats)),
+    XfrmReplay: {"oseq": _U32, "seq": _U32, "bitmap": _U32, "oseq_hi": _U32, "seq_hi": _U32,
+                 "replay_window": lambda v, w: _int(v, w, 32, True),
+                 "esn": lambda v, w: v if type(v) is bool else _int(v, w, 1) == 1},
+    XfrmAlgo: {"kind": lambda v, w: _one_of(v, w, ALGO_KINDS), "name": lambda v, w: safe_alg_name(_str(v, w, limit=64)),
+               "key_len": _U32, "icv_len": lambda v, w: _int(v, w, 32, True)},
+    XfrmEncap: {"type": _U16, "sport": _U16, "dport": _U16, "oa": _ip},
+    XfrmTemplate: {"dst": _ip, "spi": lambda v, w: _spi(v, w), "proto": _U8, "family": _U16, "src": _ip,
+                   "reqid": _U32, "mode": _U8, "share": _U8, "optional": _U8, "aalgos": _U32,
+                   "ealgos": _U32, "calgos": _U32},
+}
+for _cls in (XfrmLifetimeCfg, XfrmLifetimeCur):
+    _FIELDS[_cls] = dict.fromkeys(_FIELDS[_cls], _U64)
+_FIELDS[XfrmStats] = dict.fromkeys(_FIELDS[XfrmStats], _U32)
+
+
+def _record(cls, v, where: str, defaults: bool = True):
+    """A flat record from a JSON object: known fields only, each checked."""
+    d = _obj(v, where)
+    spec = _FIELDS[cls]
+    kw = {}
+    for k, x in d.items():
+        check = spec.get(k)
+        if check is None:
+            raise ValueError(f"{where}: unknown field {k[:32]!r}" if k.isidentifier() and len(k) <= 32
+                             else f"{where}: unknown field")
+        kw[k] = check(x, f"{where}.{k}")
+    for f in fields(cls):
+        if f.name not in kw and f.default is MISSING and f.default_factory is MISSING:
+            raise ValueError(f"{where}.{f.name}: missing")
+    return cls(**kw)
+
+
+def _spi(v, where: str = "spi") -> int:
+    if type(v) is str:
+        if not 1 <= len(v) <= 8 or not all(c in "0123456789abcdefABCDEF" for c in v):
+            raise ValueError(f"{where}: expected 8 hex digits")
+        return int(v, 16)
+    return _int(v, where, 32)
+
+
+def _mark(v, where: str):
+    if v is None:
+        return None
+    pair = _list(v, where)
+    if len(pair) != 2:
+        raise ValueError(f"{where}: expected [value, mask]")
+    return (_int(pair[0], f"{where}[0]", 32), _int(pair[1], f"{where}[1]", 32))
+
+
+def sa_from_dict(d: dict, where: str = "sa") -> XfrmSaState:
+    d = _obj(d, where)
+    g = lambda key, default=_REQUIRED: _get(d, key, where, default)  # noqa: E731
+    w = lambda key: f"{where}.{key}"  # noqa: E731
+    dst = _ip(g("dst"), w("dst"))
+    sel, encap = g("selector", None), g("encap", None)
     return XfrmSaState(
-        src=d["src"], dst=d["dst"], spi=_spi(d["spi"]), proto=d["proto"],
-        family=d.get("family", AF_INET6 if ":" in d["dst"] else AF_INET), mode=d["mode"],
-        reqid=d["reqid"], dir=d.get("dir"), pcpu=d.get("pcpu"), seq=d.get("seq", 0),
-        replay_window=d.get("replay_window", 0), flags=d.get("flags", 0),
-        extra_flags=d.get("extra_flags", 0), selector=_sel(d.get("selector")),
-        lifetime_cfg=XfrmLifetimeCfg(**d.get("lifetime_cfg", {})),
-        curlft=XfrmLifetimeCur(**d.get("lifetime", {})),
-        stats=XfrmStats(**d.get("stats", {})), replay=XfrmReplay(**d.get("replay", {})),
-        algos=tuple(XfrmAlgo(**a) for a in d.get("algos", ())),
-        encap=None if d.get("encap") is None else XfrmEncap(**d["encap"]),
-        mark=None if d.get("mark") is None else tuple(d["mark"]),
-        if_id=d.get("if_id"), lastused=d.get("lastused"))
+        src=_ip(g("src"), w("src")), dst=dst, spi=_spi(g("spi"), w("spi")), proto=_int(g("proto"), w("proto"), 8),
+        family=_int(g("family", AF_INET6 if ":" in dst else AF_INET), w("family"), 16),
+        mode=_int(g("mode"), w("mode"), 8), reqid=_int(g("reqid"), w("reqid"), 32),
+        dir=_int(g("dir", None), w("dir"), 8, True), pcpu=_int(g("pcpu", None), w("pcpu"), 32, True),
+        seq=_int(g("seq", 0), w("seq"), 32), replay_window=_int(g("replay_window", 0), w("replay_window"), 32),
+        flags=_int(g("flags", 0), w("flags"), 8), extra_flags=_int(g("extra_flags", 0), w("extra_flags"), 32),
+        selector=None if sel is None else _record(XfrmSelector, sel, w("selector")),
+        lifetime_cfg=_record(XfrmLifetimeCfg, g("lifetime_cfg", {}), w("lifetime_cfg")),
+        curlft=_record(XfrmLifetimeCur, g("lifetime", {}), w("lifetime")),
+        stats=_record(XfrmStats, g("stats", {}), w("stats")),
+        replay=_record(XfrmReplay, g("replay", {}), w("replay")),
+        algos=tuple(_record(XfrmAlgo, a, f"{where}.algos[{i}]")
+                    for i, a in enumerate(_list(g("algos", []), w("algos")))),
+        encap=None if encap is None else _record(XfrmEncap, encap, w("encap")),
+        mark=_mark(g("mark", None), w("mark")), if_id=_int(g("if_id", None), w("if_id"), 32, True),
+        lastused=_int(g("lastused", None), w("lastused"), 64, True))
 
 
-def policy_from_dict(d: dict) -> XfrmPolicy:
-    tmpls = d.get("templates")
+def policy_from_dict(d: dict, where: str = "policy") -> XfrmPolicy:
+    d = _obj(d, where)
+    g = lambda key, default=_REQUIRED: _get(d, key, where, default)  # noqa: E731
+    w = lambda key: f"{where}.{key}"  # noqa: E731
+    tmpls, sel = g("templates", None), g("selector", None)
     return XfrmPolicy(
-        dir=d["dir"], index=d["index"], priority=d["priority"], flags=d.get("flags", 0),
-        action=d.get("action", 0), share=d.get("share", 0), selector=_sel(d.get("selector")),
+        dir=_int(g("dir"), w("dir"), 8), index=_int(g("index"), w("index"), 32),
+        priority=_int(g("priority"), w("priority"), 32), flags=_int(g("flags", 0), w("flags"), 8),
+        action=_int(g("action", 0), w("action"), 8), share=_int(g("share", 0), w("share"), 8),
+        selector=None if sel is None else _record(XfrmSelector, sel, w("selector")),
         templates=None if tmpls is None else tuple(
-            XfrmTemplate(**{**t, "spi": _spi(t["spi"])}) for t in tmpls),
-        ptype=d.get("ptype"), mark=None if d.get("mark") is None else tuple(d["mark"]),
-        if_id=d.get("if_id"))
+            _record(XfrmTemplate, t, f"{where}.templates[{i}]") for i, t in enumerate(_list(tmpls, w("templates")))),
+        ptype=_int(g("ptype", None), w("ptype"), 8, True), mark=_mark(g("mark", None), w("mark")),
+        if_id=_int(g("if_id", None), w("if_id"), 32, True))
+
+
+SOURCES = ("netlink", "ip-text", "swanctl", "capture-json", "json")
+
+
+def _ts(v, where: str = "ts"):
+    if v is None:
+        return None
+    if type(v) not in (int, float) or not math.isfinite(v):
+        raise ValueError(f"{where}: expected a finite number of seconds or null, got {_kind(v)}")
+    return v
 
 
 def snapshot_from_dict(d: dict, source: str = "json") -> XfrmSnapshot:
+    d = _obj(d, "snapshot")
+    src = _str(d.get("source", source), "source")
+    if src not in SOURCES:
+        raise ValueError(f"source: not one of {', '.join(SOURCES)}")
     return XfrmSnapshot(
-        sas=tuple(sa_from_dict(s) for s in d.get("sas", ())),
-        policies=tuple(policy_from_dict(p) for p in d.get("policies", ())),
-        ts=d.get("ts"), source=d.get("source", source), netns=d.get("netns"),
-        host_cpus=d.get("host_cpus"), kernel=d.get("kernel"))
+        sas=tuple(sa_from_dict(s, f"sas[{i}]") for i, s in enumerate(_list(d.get("sas", []), "sas"))),
+        policies=tuple(policy_from_dict(p, f"policies[{i}]")
+                       for i, p in enumerate(_list(d.get("policies", []), "policies"))),
+        ts=_ts(d.get("ts")), source=src, netns=_str(d.get("netns"), "netns", True),
+        host_cpus=_int(d.get("host_cpus"), "host_cpus", 32, True), kernel=_str(d.get("kernel"), "kernel", True))
+
+
+_CAPTURE_CFG = (("soft_byte_limit", "soft_byte"), ("hard_byte_limit", "hard_byte"),
+                ("soft_packet_limit", "soft_packet"), ("hard_packet_limit", "hard_packet"),
+                ("soft_add_expires_seconds", "soft_add"), ("hard_add_expires_seconds", "hard_add"),
+                ("soft_use_expires_seconds", "soft_use"), ("hard_use_expires_seconds", "hard_use"))
 
 
 def snapshot_from_capture_json(d: dict) -> XfrmSnapshot:
     """The ``*.xfrm-sa.json`` netlink dumps beside the shared strongSwan 6 capture."""
+    d = _obj(d, "dump")
     sas = []
-    for s in d.get("sas", ()):
-        cfg = s.get("lifetime_cfg", {})
+    for i, s in enumerate(_list(d.get("sas", []), "sas")):
+        where = f"sas[{i}]"
+        s = _obj(s, where)
+        g = lambda key, default=_REQUIRED: _get(s, key, where, default)  # noqa: E731,B023
+        w = lambda key: f"{where}.{key}"  # noqa: E731,B023
+        cfg = _obj(g("lifetime_cfg", {}), w("lifetime_cfg"))
+        names = _list(g("attr_names", []), w("attr_names"))
         sas.append(XfrmSaState(
-            src=s["src"], dst=s["dst"], spi=int(s["spi"]), proto=s["proto"],
-            family=s.get("family", AF_INET), mode=s["mode"], reqid=s["reqid"],
-            dir=s.get("dir"), pcpu=s.get("pcpu"), seq=s.get("seq", 0),
-            replay_window=s.get("replay_window", 0), flags=s.get("flags", 0),
-            selector=XfrmSelector(family=s.get("sel_family", 0)),
-            lifetime_cfg=XfrmLifetimeCfg(
-                soft_byte_limit=cfg.get("soft_byte", 0), hard_byte_limit=cfg.get("hard_byte", 0),
-                soft_packet_limit=cfg.get("soft_packet", 0),
-                hard_packet_limit=cfg.get("hard_packet", 0),
-                soft_add_expires_seconds=cfg.get("soft_add", 0),
-                hard_add_expires_seconds=cfg.get("hard_add", 0),
-                soft_use_expires_seconds=cfg.get("soft_use", 0),
-                hard_use_expires_seconds=cfg.get("hard_use", 0)),
-            curlft=XfrmLifetimeCur(**s.get("curlft", {})),
-            stats=XfrmStats(**s.get("stats", {})),
-            replay=XfrmReplay(**s.get("replay", {})),
+            src=_ip(g("src"), w("src")), dst=_ip(g("dst"), w("dst")), spi=_int(g("spi"), w("spi"), 32),
+            proto=_int(g("proto"), w("proto"), 8), family=_int(g("family", AF_INET), w("family"), 16),
+            mode=_int(g("mode"), w("mode"), 8), reqid=_int(g("reqid"), w("reqid"), 32),
+            dir=_int(g("dir", None), w("dir"), 8, True), pcpu=_int(g("pcpu", None), w("pcpu"), 32, True),
+            seq=_int(g("seq", 0), w("seq"), 32), replay_window=_int(g("replay_window", 0), w("replay_window"), 32),
+            flags=_int(g("flags", 0), w("flags"), 8),
+            selector=XfrmSelector(family=_int(g("sel_family", 0), w("sel_family"), 16)),
+            lifetime_cfg=XfrmLifetimeCfg(**{f: _int(cfg.get(k, 0), f"{where}.lifetime_cfg.{k}")
+                                            for f, k in _CAPTURE_CFG}),
+            curlft=_record(XfrmLifetimeCur, g("curlft", {}), w("curlft")),
+            stats=_record(XfrmStats, g("stats", {}), w("stats")),
+            replay=_record(XfrmReplay, g("replay", {}), w("replay")),
             algos=tuple(XfrmAlgo(kind=n.lower().removeprefix("alg_"), name="", key_len=0)
-                        for n in s.get("attr_names", ()) if n.startswith("ALG_")),
-            lastused=s.get("lastused")))
-    pols = [XfrmPolicy(dir=p["dir"], index=p["index"], priority=p["priority"],
-                       flags=p.get("flags", 0), action=p.get("action", 0),
-                       selector=XfrmSelector(family=p.get("sel_family", 0)),
-                       templates=None if "TMPL" in p.get("attrs", ()) else ())
-            for p in d.get("policies", ())]
+                        for j, n in enumerate(names)
+                        if _str(n, f"{where}.attr_names[{j}]").startswith("ALG_")
+                        and n.lower().removeprefix("alg_") in ALGO_KINDS),
+            lastused=_int(g("lastused", None), w("lastused"), 64, True)))
+    pols = []
+    for i, p in enumerate(_list(d.get("policies", []), "policies")):
+        where = f"policies[{i}]"
+        p = _obj(p, where)
+        g = lambda key, default=_REQUIRED: _get(p, key, where, default)  # noqa: E731,B023
+        w = lambda key: f"{where}.{key}"  # noqa: E731,B023
+        pols.append(XfrmPolicy(
+            dir=_int(g("dir"), w("dir"), 8), index=_int(g("index"), w("index"), 32),
+            priority=_int(g("priority"), w("priority"), 32), flags=_int(g("flags", 0), w("flags"), 8),
+            action=_int(g("action", 0), w("action"), 8),
+            selector=XfrmSelector(family=_int(g("sel_family", 0), w("sel_family"), 16)),
+            templates=None if "TMPL" in _list(g("attrs", []), w("attrs")) else ()))
     return XfrmSnapshot(sas=tuple(sas), policies=tuple(pols), ts=None, source="capture-json",
-                        netns=d.get("netns"))
+                        netns=_str(d.get("netns"), "netns", True))
 
 
 # ---------------------------------------------------------------------------------------
@@ -608,7 +787,9 @@ def load_series(path: str | os.PathLike) -> list[XfrmSnapshot]:
         return [parse_ip_xfrm(text, str(p), ts=p.stat().st_mtime)]
     try:
         docs = [json.loads(text)]
-    except json.JSONDecodeError:
+    except RecursionError:
+        raise XfrmImportError(f"{p}: JSON nested too deeply") from None
+    except ValueError:  # JSONDecodeError, or a number past Python's int-to-str digit limit
         docs = []
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
@@ -618,24 +799,31 @@ def load_series(path: str | os.PathLike) -> list[XfrmSnapshot]:
             except json.JSONDecodeError as err:
                 raise XfrmImportError(f"{p}:{n}: not JSON: {err.msg} at column {err.colno}") \
                     from None
+            except RecursionError:
+                raise XfrmImportError(f"{p}:{n}: JSON nested too deeply") from None
+            except ValueError:
+                raise XfrmImportError(f"{p}:{n}: a number with too many digits") from None
     out = []
     for n, doc in enumerate(docs, 1):
         try:
             out.append(_snapshot_from_doc(doc))
-        except (KeyError, TypeError, ValueError) as err:
-            raise XfrmImportError(f"{p}: sample {n}: missing or bad field {err}") from None
+        except ValueError as err:
+            raise XfrmImportError(f"{p}: sample {n}: {err}") from None
     return out
 
 
 def _snapshot_from_doc(doc: dict) -> XfrmSnapshot:
+    if type(doc) is not dict:
+        raise ValueError(f"expected a JSON object, got {_kind(doc)}")
     if doc.get("format") == FORMAT:
         return snapshot_from_dict(doc)
     sas = doc.get("sas", [])
-    if sas and isinstance(sas[0].get("spi"), int) and "curlft" in sas[0]:
+    if (type(sas) is list and sas and type(sas[0]) is dict and type(sas[0].get("spi")) is int
+            and "curlft" in sas[0]):
         return snapshot_from_capture_json(doc)
     if "sas" in doc or "policies" in doc:
         return snapshot_from_dict(doc)
-    raise ValueError("'sas'")
+    raise ValueError("sas: missing (neither a multisa.xfrm snapshot nor a netlink dump)")
 
 
 def load_snapshot(path: str | os.PathLike) -> XfrmSnapshot:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import re
 import select
 import socket
 import struct
@@ -527,6 +528,32 @@ MSG_CLASSES: dict[int, type[_xfrm_msg]] = {
 
 # ---------------------------------------------------------------------------------------
 # Typed read-only records
+
+#: Tokens of kernel crypto API names (``authencesn(hmac(sha256),cbc(aes))``) eight or more
+#: characters long; shorter tokens cannot hold an 8-octet window of a key.
+_LONG_ALG_TOKENS = frozenset({
+    "authenc", "authencesn", "cipher_null", "digest_null", "compress_null", "des3_ede", "chacha20",
+    "xchacha20", "poly1305", "rfc7539esp", "echainiv", "blowfish", "camellia", "aegis128",
+    "streebog256", "streebog512", "kuznyechik", "generic"})
+_ALG_NAME = re.compile(r"[a-z0-9_-]+(?:[(),]+[a-z0-9_-]*)*\)*")
+WITHHELD = "(withheld)"
+
+
+def safe_alg_name(name: str) -> str:
+    """An algorithm name as the kernel crypto API spells it, or ``WITHHELD`` when it could be
+    key material (a key in the name's place, or glued to it): anything outside that grammar, or
+    with a token of eight or more characters that no algorithm name has. The key of an SA is
+    never printed, whatever the input put where."""
+    if name in ("", WITHHELD):
+        return name
+    if len(name) > 63 or not _ALG_NAME.fullmatch(name):
+        return WITHHELD
+    for tok in re.split(r"[(),]+", name):
+        for part in tok.split("-"):
+            if len(part) >= 8 and part not in _LONG_ALG_TOKENS:
+                return WITHHELD
+    return name
+
 
 def addr_str(raw: bytes, family: int) -> str:
     """xfrm_address_t -> text; AF_UNSPEC/0 shows as the IPv4 form when the tail is zero."""
