@@ -543,70 +543,129 @@ _RE = {
 ENCAP_BY_NAME = {"espinudp-nonike": 1, "espinudp": 2, "espintcp": 7}
 
 
-def _split_net(text: str) -> tuple[str, int | None]:
+# Text is validated token by token as it is read: a number is ASCII digits within its field's
+# width, an address parses, a keyword has its value; a bad one raises ValueError naming the
+# field, never echoing the token (it could be a key pasted out of place).
+
+def _num(text: str | None, what: str, bits: int = 32, base: int = 10) -> int:
+    digits = "0123456789abcdefABCDEF" if base == 16 else "0123456789"
+    if not text or not all(c in digits for c in text):
+        raise ValueError(f"{what}: not a {'hex ' if base == 16 else ''}number")
+    if len(text.lstrip("0")) > 20:
+        raise ValueError(f"{what}: out of range ({bits} bits)")
+    v = int(text, base)
+    if v >= 1 << bits:
+        raise ValueError(f"{what}: out of range ({bits} bits)")
+    return v
+
+
+def _addr_text(text: str, what: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise ValueError(f"{what}: not an IP address") from None
+
+
+def _split_net(text: str, what: str = "address") -> tuple[str, int | None]:
     if "/" in text:
         addr, plen = text.split("/", 1)
-        return addr, int(plen)
-    return text, None
+        addr = _addr_text(addr, what)
+        plen = _num(plen, f"{what} prefix length", 8)
+        if plen > (128 if ":" in addr else 32):
+            raise ValueError(f"{what} prefix length: out of range")
+        return addr, plen
+    return _addr_text(text, what), None
 
 
 def _family(addr: str) -> int:
     return AF_INET6 if ":" in addr else AF_INET
 
 
-def _limit(v: str) -> int:
-    return 0xFFFFFFFFFFFFFFFF if v == "(INF)" else int(v)
+def _limit(v: str, what: str) -> int:
+    return 0xFFFFFFFFFFFFFFFF if v == "(INF)" else _num(v, what, 64)
 
 
-def _localtime(v: str) -> int:
+def _localtime(v: str, what: str = "time") -> int:
     if v == "-":
         return 0
-    return int(time.mktime(time.strptime(v, "%Y-%m-%d %H:%M:%S")))
+    try:
+        return int(time.mktime(time.strptime(v, "%Y-%m-%d %H:%M:%S")))
+    except (ValueError, OverflowError):
+        raise ValueError(f"{what}: not a YYYY-MM-DD HH:MM:SS time") from None
+
+
+_SEL_PROTO = {"tcp": 6, "udp": 17, "icmp": 1, "ipv6-icmp": 58, "sctp": 132}
 
 
 def _selector_from_line(src: str, dst: str, rest: str) -> XfrmSelector:
-    s, plen_s = _split_net(src)
-    d, plen_d = _split_net(dst)
+    s, plen_s = _split_net(src, "src")
+    d, plen_d = _split_net(dst, "dst")
     fam = _family(s)
     proto = 0
     m = re.search(r"proto (\S+)", rest)
     if m:
-        proto = {"tcp": 6, "udp": 17, "icmp": 1, "ipv6-icmp": 58, "sctp": 132}.get(
-            m.group(1), int(m.group(1)) if m.group(1).isdigit() else 0)
+        proto = _SEL_PROTO.get(m.group(1), _num(m.group(1), "proto", 8) if m.group(1).isdigit() else 0)
     sport = re.search(r"sport (\d+)", rest)
     dport = re.search(r"dport (\d+)", rest)
     full = 128 if fam == AF_INET6 else 32
     return XfrmSelector(family=fam, src=s, dst=d,
                         prefixlen_s=full if plen_s is None else plen_s,
                         prefixlen_d=full if plen_d is None else plen_d, proto=proto,
-                        sport=int(sport.group(1)) if sport else 0,
-                        dport=int(dport.group(1)) if dport else 0,
+                        sport=_num(sport.group(1), "sport", 16) if sport else 0,
+                        dport=_num(dport.group(1), "dport", 16) if dport else 0,
                         sport_mask=0xFFFF if sport else 0, dport_mask=0xFFFF if dport else 0)
 
 
-def _blocks(lines: list[str]) -> Iterator[tuple[int, list[str]]]:
-    """Yield (first line number, lines) for each block starting with an unindented 'src'."""
-    start, cur = 0, []
+class _LineError(ValueError):
+    """A problem on one line of a block: ``lineno`` is the file's line number."""
+
+    def __init__(self, lineno: int, msg: str) -> None:
+        super().__init__(msg)
+        self.lineno = lineno
+
+
+def _blocks(lines: list[str]) -> Iterator[list[tuple[int, str]]]:
+    """Each block starting with an unindented line, as (line number, line) pairs."""
+    cur: list[tuple[int, str]] = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         if not line[0].isspace():
             if cur:
-                yield start, cur
-            start, cur = n, [line]
+                yield cur
+            cur = [(n, line)]
         else:
             if not cur:
-                raise ValueError(f"{n}: indented line before any 'src ... dst ...' line")
-            cur.append(line)
+                raise _LineError(n, "indented line before any 'src ... dst ...' line")
+            cur.append((n, line))
     if cur:
-        yield start, cur
+        yield cur
 
 
-def _parse_sa_block(lines: list[str]) -> XfrmSaState:
-    m = re.match(r"^src (\S+) dst (\S+)", lines[0])
+def _numbered(parse):
+    """Run a block parser line by line: a ValueError names the line it was raised on."""
+    def run(block: list[tuple[int, str]]):
+        where = {"n": block[0][0]}
+
+        def lines():
+            for n, line in block:
+                where["n"] = n
+                yield line
+        try:
+            return parse(lines())
+        except _LineError:
+            raise
+        except ValueError as err:
+            raise _LineError(where["n"], str(err)) from None
+    return run
+
+
+@_numbered
+def _parse_sa_block(lines: Iterator[str]) -> XfrmSaState:
+    m = re.match(r"^src (\S+) dst (\S+)", next(lines))
     if not m:
         raise ValueError("expected 'src ADDR dst ADDR'")
-    src, dst = m.groups()
+    src, dst = _addr_text(m.group(1), "src"), _addr_text(m.group(2), "dst")
     f: dict = {"src": src, "dst": dst, "family": _family(dst)}
     cfg: dict = {}
     cur: dict = {}
@@ -614,29 +673,29 @@ def _parse_sa_block(lines: list[str]) -> XfrmSaState:
     stats: dict = {}
     algos = []
     section = None
-    for raw in lines[1:]:
+    for raw in lines:
         line = raw.strip()
         if (m := _RE["id"].match(line)) and "spi" not in f:
-            f["proto"] = PROTO_BY_NAME.get(m.group(1), int(m.group(1)) if m.group(1).isdigit() else 0)
-            f["spi"] = int(m.group(2), 16)
-            f["reqid"] = int(m.group(3))
+            f["proto"] = PROTO_BY_NAME.get(m.group(1), _num(m.group(1), "proto", 8) if m.group(1).isdigit() else 0)
+            f["spi"] = _num(m.group(2), "spi", 32, 16)
+            f["reqid"] = _num(m.group(3), "reqid")
             f["mode"] = MODE_BY_NAME.get(m.group(4), 0)
         elif m := _RE["rw"].match(line):
-            f["replay_window"] = int(m.group(1))
+            f["replay_window"] = _num(m.group(1), "replay-window")
             # iproute2 prints the SA's seq as "0x%08u": decimal digits behind "0x"
-            f["seq"] = int(m.group(2), 10) if m.group(2) and m.group(2).isdigit() else \
-                int(m.group(2) or "0", 16)
-            f["flags"] = sum(SA_FLAG_BY_NAME.get(t, 0) for t in (m.group(3) or "").split())
+            f["seq"] = _num(m.group(2), "seq") if m.group(2) and m.group(2).isdigit() else \
+                _num(m.group(2) or "0", "seq", 32, 16)
+            f["flags"] = sum(SA_FLAG_BY_NAME.get(t, 0) for t in set((m.group(3) or "").split()))
         elif m := _RE["replay"].match(line):
-            replay = {"seq": int(m.group(1), 16), "oseq": int(m.group(2), 16),
-                      "bitmap": int(m.group(3), 16)}
+            replay = {"seq": _num(m.group(1), "seq", 32, 16), "oseq": _num(m.group(2), "oseq", 32, 16),
+                      "bitmap": _num(m.group(3), "bitmap", 32, 16)}
         elif line.startswith("anti-replay esn context"):
             replay = {"esn": True}
         elif (m := _RE["esn"].match(line)) and replay.get("esn"):
-            replay.update(seq_hi=int(m.group(1), 16), seq=int(m.group(2), 16),
-                          oseq_hi=int(m.group(3), 16), oseq=int(m.group(4), 16))
+            replay.update(seq_hi=_num(m.group(1), "seq-hi", 32, 16), seq=_num(m.group(2), "seq", 32, 16),
+                          oseq_hi=_num(m.group(3), "oseq-hi", 32, 16), oseq=_num(m.group(4), "oseq", 32, 16))
         elif (m := _RE["esn_win"].match(line)) and replay.get("esn"):
-            replay["replay_window"] = int(m.group(1))
+            replay["replay_window"] = _num(m.group(1), "replay_window")
         elif line.startswith("lifetime config:"):
             section = "cfg"
         elif line.startswith("lifetime current:"):
@@ -645,38 +704,39 @@ def _parse_sa_block(lines: list[str]) -> XfrmSaState:
             section = "stats"
         elif section == "cfg" and (m := _RE["limit"].match(line)):
             unit = "byte" if m.group(2) == "bytes" else "packet"
-            cfg[f"soft_{unit}_limit"] = _limit(m.group(1))
-            cfg[f"hard_{unit}_limit"] = _limit(m.group(3))
+            cfg[f"soft_{unit}_limit"] = _limit(m.group(1), "soft limit")
+            cfg[f"hard_{unit}_limit"] = _limit(m.group(3), "hard limit")
         elif section == "cfg" and (m := _RE["expire"].match(line)):
-            cfg[f"soft_{m.group(1)}_expires_seconds"] = int(m.group(2))
-            cfg[f"hard_{m.group(1)}_expires_seconds"] = int(m.group(3))
+            cfg[f"soft_{m.group(1)}_expires_seconds"] = _num(m.group(2), "soft expire", 64)
+            cfg[f"hard_{m.group(1)}_expires_seconds"] = _num(m.group(3), "hard expire", 64)
         elif section == "cur" and (m := _RE["cur"].match(line)):
-            cur.update(bytes=int(m.group(1)), packets=int(m.group(2)))
+            cur.update(bytes=_num(m.group(1), "bytes", 64), packets=_num(m.group(2), "packets", 64))
         elif section == "cur" and (m := _RE["curtime"].match(line)):
-            cur.update(add_time=_localtime(m.group(1)), use_time=_localtime(m.group(2)))
+            cur.update(add_time=_localtime(m.group(1), "add time"), use_time=_localtime(m.group(2), "use time"))
         elif section == "stats" and (m := _RE["stats"].match(line)):
-            stats = {"replay_window": int(m.group(1)), "replay": int(m.group(2)),
-                     "integrity_failed": int(m.group(3))}
+            stats = {"replay_window": _num(m.group(1), "replay-window"), "replay": _num(m.group(2), "replay"),
+                     "integrity_failed": _num(m.group(3), "failed")}
         elif m := _RE["algo"].match(line):
-            # the key (third token) is deliberately not kept
-            algos.append(XfrmAlgo(kind=ALGO_KIND[m.group(1)], name=m.group(2),
-                                  key_len=int(m.group(3) or 0),
-                                  icv_len=int(m.group(4)) if m.group(4) else None))
+            # the key (third token) is deliberately not kept; a name that could be a key (the
+            # name missing, or glued to the key) is withheld
+            algos.append(XfrmAlgo(kind=ALGO_KIND[m.group(1)], name=safe_alg_name(m.group(2)),
+                                  key_len=_num(m.group(3) or "0", "key length"),
+                                  icv_len=_num(m.group(4), "icv length") if m.group(4) else None))
         elif line.startswith("sel ") and (m := _RE["sel"].match(line)):
             f["selector"] = _selector_from_line(*m.groups())
         elif line.startswith("dir "):
             f["dir"] = SA_DIR_BY_NAME.get(line.split()[1])
         elif line.startswith("pcpu-num "):
-            f["pcpu"] = int(line.split()[1])
+            f["pcpu"] = _num(line.split()[1], "pcpu-num")
         elif m := _RE["mark"].match(line):
-            f["mark"] = (int(m.group(1), 16), int(m.group(2), 16))
+            f["mark"] = (_num(m.group(1), "mark", 32, 16), _num(m.group(2), "mark mask", 32, 16))
         elif m := _RE["if_id"].match(line):
-            f["if_id"] = int(m.group(1), 16)
+            f["if_id"] = _num(m.group(1), "if_id", 32, 16)
         elif m := _RE["encap"].match(line):
-            f["encap"] = XfrmEncap(ENCAP_BY_NAME.get(m.group(1), 0), int(m.group(2)),
-                                   int(m.group(3)), m.group(4))
+            f["encap"] = XfrmEncap(ENCAP_BY_NAME.get(m.group(1), 0), _num(m.group(2), "encap sport", 16),
+                                   _num(m.group(3), "encap dport", 16), _addr_text(m.group(4), "encap addr"))
         elif line.startswith("lastused "):
-            f["lastused"] = _localtime(line[len("lastused "):].strip())
+            f["lastused"] = _localtime(line[len("lastused "):].strip(), "lastused")
     if "spi" not in f:
         raise ValueError("SA without a 'proto ... spi ... reqid ... mode ...' line")
     return XfrmSaState(
@@ -684,31 +744,41 @@ def _parse_sa_block(lines: list[str]) -> XfrmSaState:
         stats=XfrmStats(**stats), replay=XfrmReplay(**replay), algos=tuple(algos))
 
 
-def _parse_policy_block(lines: list[str]) -> XfrmPolicy:
-    m = _RE["sel"].match(lines[0])
+def _value(it: Iterator[str], tok: str) -> str:
+    v = next(it, None)
+    if v is None:
+        raise ValueError(f"'{tok}' without a value")
+    return v
+
+
+@_numbered
+def _parse_policy_block(lines: Iterator[str]) -> XfrmPolicy:
+    m = _RE["sel"].match(next(lines))
     if not m:
         raise ValueError("expected 'src NET dst NET'")
     sel = _selector_from_line(*m.groups())
     f: dict = {"index": 0, "priority": 0, "flags": 0}
     tmpls = []
     pending: dict | None = None
-    for raw in lines[1:]:
+    for raw in lines:
         line = raw.strip()
         toks = line.split()
         if toks and toks[0] in ("dir", "socket"):
+            if len(toks) < 2 or toks[1] not in POLICY_DIR_BY_NAME:
+                raise ValueError(f"'{toks[0]}' without in, out or fwd")
             f["dir"] = POLICY_DIR_BY_NAME[toks[1]] + (3 if toks[0] == "socket" else 0)
             it = iter(toks[2:])
             for tok in it:
                 if tok == "priority":
-                    f["priority"] = int(next(it))
+                    f["priority"] = _num(_value(it, tok), "priority")
                 elif tok == "index":
-                    f["index"] = int(next(it))
+                    f["index"] = _num(_value(it, tok), "index")
                 elif tok == "action":
-                    f["action"] = 1 if next(it) == "block" else 0
+                    f["action"] = 1 if _value(it, tok) == "block" else 0
                 elif tok == "ptype":
-                    f["ptype"] = {"main": 0, "sub": 1}.get(next(it), None)
+                    f["ptype"] = {"main": 0, "sub": 1}.get(_value(it, tok), None)
                 elif tok == "share":
-                    next(it)
+                    _value(it, tok)
                 elif tok == "flag":
                     for ftok in it:
                         if ftok.startswith("(0x"):
@@ -716,48 +786,46 @@ def _parse_policy_block(lines: list[str]) -> XfrmPolicy:
                         if ftok in POLICY_FLAG_BY_NAME:
                             f["flags"] |= POLICY_FLAG_BY_NAME[ftok]
                         elif re.fullmatch(r"[0-9a-f]+", ftok):
-                            f["flags"] |= int(ftok, 16)  # bits iproute2 has no name for
+                            f["flags"] |= _num(ftok, "flag", 8, 16)  # bits iproute2 has no name for
         elif toks and toks[0] == "tmpl":
             tm = re.match(r"tmpl src (\S+) dst (\S+)", line)
-            pending = {"src": tm.group(1), "dst": tm.group(2)}
+            if not tm:
+                raise ValueError("expected 'tmpl src ADDR dst ADDR'")
+            pending = {"src": _addr_text(tm.group(1), "tmpl src"), "dst": _addr_text(tm.group(2), "tmpl dst")}
         elif pending is not None and (tm := _RE["tmpl_id"].match(line)):
             fam = _family(pending["dst"])
             tmpls.append(XfrmTemplate(
-                dst=pending["dst"], spi=int(tm.group(2) or "0", 16),
+                dst=pending["dst"], spi=_num(tm.group(2) or "0", "tmpl spi", 32, 16),
                 proto=PROTO_BY_NAME.get(tm.group(1), 0), family=fam, src=pending["src"],
-                reqid=int(tm.group(3)), mode=MODE_BY_NAME.get(tm.group(4), 0)))
+                reqid=_num(tm.group(3), "tmpl reqid"), mode=MODE_BY_NAME.get(tm.group(4), 0)))
             pending = None
         elif line.startswith("level ") and tmpls:
             if "use" in toks[1:2]:
                 tmpls[-1] = replace(tmpls[-1], optional=1)
         elif m2 := _RE["mark"].match(line):
-            f["mark"] = (int(m2.group(1), 16), int(m2.group(2), 16))
+            f["mark"] = (_num(m2.group(1), "mark", 32, 16), _num(m2.group(2), "mark mask", 32, 16))
         elif m2 := _RE["if_id"].match(line):
-            f["if_id"] = int(m2.group(1), 16)
+            f["if_id"] = _num(m2.group(1), "if_id", 32, 16)
     if "dir" not in f:
         raise ValueError("policy without a 'dir ...' line")
     return XfrmPolicy(**f, selector=sel, templates=tuple(tmpls))
 
 
 def parse_ip_xfrm(text: str, name: str = "<text>", ts: float | None = None) -> XfrmSnapshot:
-    """``ip -s xfrm state`` and/or ``ip [-s] xfrm policy`` output (both may be concatenated)."""
+    """``ip -s xfrm state`` and/or ``ip [-s] xfrm policy`` output (both may be concatenated).
+    A problem raises ``XfrmImportError`` naming the file, the line and the field."""
     sas, pols = [], []
-    lines = text.splitlines()
     try:
-        blocks = list(_blocks(lines))
-    except ValueError as err:
-        raise XfrmImportError(f"{name}:{err}") from None
-    for start, block in blocks:
-        second = block[1].strip() if len(block) > 1 else ""
-        try:
+        for block in _blocks(text.splitlines()):
+            second = block[1][1].strip() if len(block) > 1 else ""
             if second.startswith("proto ") and " spi " in second:
                 sas.append(_parse_sa_block(block))
             elif second.split()[:1] and second.split()[0] in ("dir", "socket"):
                 pols.append(_parse_policy_block(block))
             else:
-                raise ValueError("neither an SA ('proto ... spi') nor a policy ('dir ...')")
-        except (ValueError, KeyError, AttributeError) as err:
-            raise XfrmImportError(f"{name}:{start}: {err}") from None
+                raise _LineError(block[0][0], "neither an SA ('proto ... spi') nor a policy ('dir ...')")
+    except _LineError as err:
+        raise XfrmImportError(f"{name}:{err.lineno}: {err}") from None
     return XfrmSnapshot(sas=tuple(sas), policies=tuple(pols), ts=ts, source="ip-text")
 
 
