@@ -67,6 +67,7 @@ from dissectors.xfrm import (
     XfrmSaState,
     XfrmSelector,
     XfrmStats,
+    WITHHELD,
     XfrmTemplate,
     safe_alg_name,
 )
@@ -447,8 +448,18 @@ def snapshot_from_dict(d: dict, source: str = "json") -> XfrmSnapshot:
         sas=tuple(sa_from_dict(s, f"sas[{i}]") for i, s in enumerate(_list(d.get("sas", []), "sas"))),
         policies=tuple(policy_from_dict(p, f"policies[{i}]")
                        for i, p in enumerate(_list(d.get("policies", []), "policies"))),
-        ts=_ts(d.get("ts")), source=src, netns=_str(d.get("netns"), "netns", True),
-        host_cpus=_int(d.get("host_cpus"), "host_cpus", 32, True), kernel=_str(d.get("kernel"), "kernel", True))
+        ts=_ts(d.get("ts")), source=src, netns=_label(d.get("netns"), "netns"),
+        host_cpus=_int(d.get("host_cpus"), "host_cpus", 32, True), kernel=_label(d.get("kernel"), "kernel"))
+
+
+_HEX_RUN = re.compile(r"[0-9a-fA-F]{16}")
+
+
+def _label(v, where: str) -> str | None:
+    """A namespace name or kernel release: printed as is, unless it holds a run of 16 hex
+    digits (8 octets: it could be a key), which is withheld."""
+    v = _str(v, where, True)
+    return WITHHELD if v is not None and _HEX_RUN.search(v) else v
 
 
 _CAPTURE_CFG = (("soft_byte_limit", "soft_byte"), ("hard_byte_limit", "hard_byte"),
@@ -499,7 +510,7 @@ def snapshot_from_capture_json(d: dict) -> XfrmSnapshot:
             selector=XfrmSelector(family=_int(g("sel_family", 0), w("sel_family"), 16)),
             templates=None if "TMPL" in _list(g("attrs", []), w("attrs")) else ()))
     return XfrmSnapshot(sas=tuple(sas), policies=tuple(pols), ts=None, source="capture-json",
-                        netns=_str(d.get("netns"), "netns", True))
+                        netns=_label(d.get("netns"), "netns"))
 
 
 # ---------------------------------------------------------------------------------------
