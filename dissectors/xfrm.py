@@ -878,7 +878,10 @@ def policy_from_fields(info: dict, msg) -> XfrmPolicy:
 def sa_from_msg(msg) -> XfrmSaState:
     """NEWSA/UPDSA (xfrm_usersa_info), or DELSA (xfrm_usersa_id + XFRMA_SA)."""
     if isinstance(msg, xfrm_usersa_id):
-        return sa_from_fields(_attr(msg, "XFRMA_SA"), msg)
+        inner = _attr(msg, "XFRMA_SA")
+        if inner is None:
+            raise XfrmError("DELSA message without its XFRMA_SA attribute")
+        return sa_from_fields(inner, msg)
     return sa_from_fields(msg, msg)
 
 
