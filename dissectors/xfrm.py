@@ -31,6 +31,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import re
 import select
 import socket
 import struct
@@ -528,6 +529,32 @@ MSG_CLASSES: dict[int, type[_xfrm_msg]] = {
 # ---------------------------------------------------------------------------------------
 # Typed read-only records
 
+#: Tokens of kernel crypto API names (``authencesn(hmac(sha256),cbc(aes))``) eight or more
+#: characters long; shorter tokens cannot hold an 8-octet window of a key.
+_LONG_ALG_TOKENS = frozenset({
+    "authenc", "authencesn", "cipher_null", "digest_null", "compress_null", "des3_ede", "chacha20",
+    "xchacha20", "poly1305", "rfc7539esp", "echainiv", "blowfish", "camellia", "aegis128",
+    "streebog256", "streebog512", "kuznyechik", "generic"})
+_ALG_NAME = re.compile(r"[a-z0-9_-]+(?:[(),]+[a-z0-9_-]*)*\)*")
+WITHHELD = "(withheld)"
+
+
+def safe_alg_name(name: str) -> str:
+    """An algorithm name as the kernel crypto API spells it, or ``WITHHELD`` when it could be
+    key material (a key in the name's place, or glued to it): anything outside that grammar, or
+    with a token of eight or more characters that no algorithm name has. The key of an SA is
+    never printed, whatever the input put where."""
+    if name in ("", WITHHELD):
+        return name
+    if len(name) > 63 or not _ALG_NAME.fullmatch(name):
+        return WITHHELD
+    for tok in re.split(r"[(),]+", name):
+        for part in tok.split("-"):
+            if len(part) >= 8 and part not in _LONG_ALG_TOKENS:
+                return WITHHELD
+    return name
+
+
 def addr_str(raw: bytes, family: int) -> str:
     """xfrm_address_t -> text; AF_UNSPEC/0 shows as the IPv4 form when the tail is zero."""
     if family == AF_INET6 or (family not in (AF_INET,) and any(raw[4:16])):
@@ -773,7 +800,7 @@ def _algos(msg) -> tuple[XfrmAlgo, ...]:
                               ("XFRMA_ALG_COMP", "comp", None)):
         a = _attr(msg, name)
         if a is not None:
-            out.append(XfrmAlgo(kind, a["alg_name"].split(b"\0", 1)[0].decode("ascii", "replace"),
+            out.append(XfrmAlgo(kind, safe_alg_name(a["alg_name"].split(b"\0", 1)[0].decode("ascii", "replace")),
                                 a["alg_key_len"], a.get(extra) if extra else None))
     return tuple(out)
 
@@ -851,7 +878,10 @@ def policy_from_fields(info: dict, msg) -> XfrmPolicy:
 def sa_from_msg(msg) -> XfrmSaState:
     """NEWSA/UPDSA (xfrm_usersa_info), or DELSA (xfrm_usersa_id + XFRMA_SA)."""
     if isinstance(msg, xfrm_usersa_id):
-        return sa_from_fields(_attr(msg, "XFRMA_SA"), msg)
+        inner = _attr(msg, "XFRMA_SA")
+        if inner is None:
+            raise XfrmError("DELSA message without its XFRMA_SA attribute")
+        return sa_from_fields(inner, msg)
     return sa_from_fields(msg, msg)
 
 
@@ -943,8 +973,57 @@ CAP_MESSAGE = ("reading XFRM state needs CAP_NET_ADMIN in the target network nam
                "(run as root or grant cap_net_admin)")
 
 
+_NLA_FLAGS = 0xC000  # NLA_F_NESTED | NLA_F_NET_BYTEORDER: never set on XFRM attributes
+_INT_SIZE = {"uint8": 1, "uint16": 2, "uint32": 4, "uint64": 8}
+
+
+def _attr_min_sizes() -> dict[int, int]:
+    """Attribute type -> the payload size its class reads (a struct or an integer)."""
+    out = {}
+    for atype, _name, kind in xfrm_attrs.nla_map:
+        if kind in _INT_SIZE:
+            out[int(atype)] = _INT_SIZE[kind]
+        elif kind != "xfrm_tmpl_list" and hasattr(xfrm_attrs, kind):
+            out[int(atype)] = sizeof(getattr(xfrm_attrs, kind).fields)
+    return out
+
+
+_ATTR_MIN = _attr_min_sizes()
+_BODY_SIZE = {int(t): sizeof(cls.fields) for t, cls in MSG_CLASSES.items()}
+
+
+def check_message(data: bytes, offset: int, length: int, mtype: int) -> None:
+    """Validate one XFRM message's layout before any decoder reads it: the body is as long as
+    its type's struct, the attributes tile the rest (each at least a header long, none past the
+    message's end, no flag bits), and each attribute the records read is as long as its struct.
+    Raises ``XfrmError`` naming the offset and field, so both decoders (pyroute2's classes and
+    ``sa_from_bytes``) see only messages they read the same way."""
+    name = XfrmMsg(mtype).name if mtype in XfrmMsg._value2member_map_ else f"type {mtype}"
+    body = _BODY_SIZE.get(mtype, 0)
+    if length < 16 + body:
+        raise XfrmError(f"{name} message at offset {offset}: {length} bytes, shorter than its "
+                        f"header and {body}-byte body")
+    pos, end = offset + 16 + body, offset + length
+    while pos + 4 <= end:
+        alen, atype = _NLA.unpack_from(data, pos)
+        if alen < 4 or pos + alen > end:
+            raise XfrmError(f"{name} message at offset {offset}: attribute at offset {pos}: "
+                            f"length {alen} {'under 4' if alen < 4 else 'past the message end'}")
+        if atype & _NLA_FLAGS:
+            raise XfrmError(f"{name} message at offset {offset}: attribute at offset {pos}: "
+                            f"type {atype:#x} has flag bits set")
+        need = _ATTR_MIN.get(atype)
+        if need is not None and alen - 4 < need:
+            raise XfrmError(f"{name} message at offset {offset}: attribute {atype} at offset {pos}: "
+                            f"{alen - 4} bytes, its struct needs {need}")
+        pos += (alen + 3) & ~3
+    if pos < end:
+        raise XfrmError(f"{name} message at offset {offset}: {end - pos} bytes after the last attribute")
+
+
 def parse_messages(data: bytes) -> Iterator[tuple[dict, object]]:
-    """Split one recv() buffer into (header, decoded message or None). Errors/DONE carry None."""
+    """Split one recv() buffer into (header, decoded message or None). Errors/DONE carry None.
+    Each message is validated (``check_message``) before it is decoded."""
     offset = 0
     while offset + 16 <= len(data):
         length, mtype, flags, seq, pid = struct.unpack_from("IHHII", data, offset)
@@ -953,6 +1032,8 @@ def parse_messages(data: bytes) -> Iterator[tuple[dict, object]]:
         hdr = {"length": length, "type": mtype, "flags": flags, "sequence_number": seq,
                "pid": pid}
         if mtype == NLMSG_ERROR:
+            if length < 20:
+                raise XfrmError(f"NLMSG_ERROR at offset {offset} too short ({length} bytes)")
             (err,) = struct.unpack_from("i", data, offset + 16)
             hdr["error"] = -err
             yield hdr, None
@@ -962,6 +1043,7 @@ def parse_messages(data: bytes) -> Iterator[tuple[dict, object]]:
             cls = MSG_CLASSES.get(mtype)
             msg = None
             if cls is not None:
+                check_message(data, offset, length, mtype)
                 msg = cls(bytes(data[offset:offset + length]))
                 msg.decode()
             yield hdr, msg
@@ -1062,7 +1144,7 @@ def _fast_algo(atype: int, raw: bytes) -> XfrmAlgo:
             name, key_len, extra = _ALGO2.unpack_from(raw)
         else:
             (name, key_len), extra = _ALGO.unpack_from(raw), None
-        return XfrmAlgo(_ALG_KIND[atype], name.split(b"\0", 1)[0].decode("ascii", "replace"),
+        return XfrmAlgo(_ALG_KIND[atype], safe_alg_name(name.split(b"\0", 1)[0].decode("ascii", "replace")),
                         key_len, extra)
 
     # only the fixed part is the key of the cache (and read at all): never the key material
@@ -1082,9 +1164,13 @@ def sa_from_bytes(data, offset: int = 0, length: int | None = None) -> XfrmSaSta
     if not isinstance(data, bytes):
         data = bytes(data)  # slices must be hashable (cache keys)
     if length is None:
+        if len(data) < offset + 4:
+            raise XfrmError(f"NEWSA message at offset {offset}: no header")
         (length,) = _U32.unpack_from(data, offset)
+    if length < 16 or offset + length > len(data):
+        raise XfrmError(f"truncated netlink message at offset {offset} (length {length})")
     if length < 16 + 224:
-        raise XfrmError(f"NEWSA message at offset {offset} too short ({length} bytes)")
+        check_message(data, offset, length, XfrmMsg.NEWSA)  # raises, naming what is short
     (sel, daddr, spi, proto, saddr, lft, cur, stats,
      seq, reqid, fam, mode, rwin, flags) = _INFO.unpack_from(data, offset + 16)
     attrs: dict[int, bytes] = {}
@@ -1093,9 +1179,9 @@ def sa_from_bytes(data, offset: int = 0, length: int | None = None) -> XfrmSaSta
     nla = _NLA.unpack_from
     while pos + 4 <= end:
         alen, atype = nla(data, pos)
-        if alen < 4:
-            break
-        atype &= 0x3FFF
+        if alen < 4 or pos + alen > end or atype & _NLA_FLAGS or alen - 4 < _ATTR_MIN.get(atype, 0):
+            check_message(data, offset, length, XfrmMsg.NEWSA)  # the same checks as the
+            # pyroute2 path, inline here only as far as telling good from bad: it raises
         if atype not in attrs:
             fixed = _ALG_FIXED.get(atype)
             if fixed is None:
@@ -1104,6 +1190,8 @@ def sa_from_bytes(data, offset: int = 0, length: int | None = None) -> XfrmSaSta
                 attrs[atype] = None
                 algs.append((atype, data[pos + 4:pos + 4 + min(fixed, alen - 4)]))
         pos += (alen + 3) & ~3
+    if pos < end:
+        check_message(data, offset, length, XfrmMsg.NEWSA)
     get = attrs.get
     lt = get(_A_LTIME)
     curlft = XfrmLifetimeCur(*_CUR.unpack(cur if lt is None else lt[:32]))
