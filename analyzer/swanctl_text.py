@@ -53,7 +53,7 @@ def _algos(text: str) -> tuple[XfrmAlgo, ...]:
             continue
         kind = "aead" if "GCM" in name or "CCM" in name or "CHACHA" in name else (
             "auth_trunc" if name.startswith(("HMAC", "AES_XCBC", "AES_CMAC")) else "crypt")
-        key_len = int(bits) if bits.isdigit() and kind != "auth_trunc" else 0
+        key_len = int(bits) if bits.isascii() and bits.isdigit() and kind != "auth_trunc" else 0
         out.append(XfrmAlgo(kind=kind, name=part.lower(), key_len=key_len))
     return tuple(out)
 
