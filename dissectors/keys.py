@@ -193,10 +193,17 @@ def _quoted(text: str, known: Iterable[str] = ()) -> str:
         known = list(known)
         close = [n for n in known if n.startswith(text + " ")][:1] or \
             difflib.get_close_matches(text, known, n=1, cutoff=0.6)
-        if close:
-            return f'"{text}" (did you mean "{close[0]}"?)'
         if len(text) < 8:
             return f'"{text}"'
+        if close:
+            matched = sum(b.size for b in difflib.SequenceMatcher(None, text, close[0]).get_matching_blocks())
+            if len(text) - matched < 8:  # at most a few characters of it are not the known name
+                return f'"{text}" (did you mean "{close[0]}"?)'
+            return f'{_withheld(text)} (did you mean "{close[0]}"?)'
+    return _withheld(text)
+
+
+def _withheld(text: str) -> str:
     return f'"{text[:SHOWN_NAME_CHARS]}…" ({len(text)} characters, the rest withheld: it could be a key)'
 
 

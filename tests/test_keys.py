@@ -425,3 +425,12 @@ def test_a_non_ascii_digit_prf_is_a_bad_line_not_a_crash(tmp_path, prf):
     store = load_keys([str(path)])
     assert [str(p) for p in store.problems] == [f'{path}:1: unknown PRF "{prf}"']
     assert len(store.sk_d) == 1
+
+
+def test_a_name_glued_to_an_ascii_key_is_withheld_but_still_named(tmp_path):
+    key = "x=dX oq-+IAF2&y^1KAF06Ny@b;saU=}"
+    line = f'"IPv4","192.0.2.1","192.0.2.2","0x1","AES-CBC [RFC3602]","0x{"66" * 16}","HMAC-SHA-1-96 [RFC2404]{key}","{key}"'
+    [problem] = load_keys([str(write(tmp_path, "esp_sa", line))]).problems
+    assert 'unknown authentication algorithm "HMAC…" (55 characters, the rest withheld: it could be a key) ' \
+           '(did you mean "HMAC-SHA-1-96 [RFC2404]"?)' in str(problem)
+    assert key[:8] not in str(problem) and key[-8:] not in str(problem)
