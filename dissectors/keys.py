@@ -191,7 +191,7 @@ def _quoted(text: str, known: Iterable[str] = ()) -> str:
 
     if not _KEYISH.search(text):
         known = list(known)
-        close = [n for n in known if n.startswith(text + " ")][:1] or \
+        close = [n for n in known if n.startswith(text + " ") or text.startswith(n)][:1] or \
             difflib.get_close_matches(text, known, n=1, cutoff=0.6)
         if len(text) < 8:
             return f'"{text}"'
