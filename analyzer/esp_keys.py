@@ -123,7 +123,10 @@ class ChildKeyDeriver:
             return
         if chosen.protocol_id != ProtocolId.ESP:
             return
-        offered = next((p for p in req.proposals if p.number == chosen.number), None) or req.proposals[0]
+        offered = next((p for p in req.proposals if p.number == chosen.number and p.protocol_id == chosen.protocol_id),
+                       None) or next((p for p in req.proposals if p.protocol_id == chosen.protocol_id), None)
+        if offered is None:  # the response chose an ESP proposal the request never offered
+            return
         spi_to_responder = int.from_bytes(chosen.spi, "big")  # traffic sent by the exchange initiator
         spi_to_initiator = int.from_bytes(offered.spi, "big")
         responder_addr, initiator_addr = msg.src, req.src

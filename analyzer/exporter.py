@@ -231,7 +231,7 @@ class XfrmCollector(Collector):
 def parse_listen(text: str) -> tuple[str, int]:
     """``ADDR:PORT``, ``[v6]:PORT`` or ``:PORT`` (all addresses)."""
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) < 65536:
         raise ValueError(f"--listen {text!r}: expected ADDR:PORT (e.g. 127.0.0.1:9964; port 0: any free one)")
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port)

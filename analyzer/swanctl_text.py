@@ -29,13 +29,25 @@ AF_INET, AF_INET6 = 2, 10
 MODES = {"TRANSPORT": 0, "TUNNEL": 1, "BEET": 4}
 PROTOS = {"ESP": 50, "AH": 51}
 
-_IKE = re.compile(r"^(?P<name>[^\s:]+): #(?P<n>\d+), (?P<state>[A-Z_]+), IKEv(?P<v>[12]), "
+_IKE = re.compile(r"^(?P<name>[^\s:]+): #(?P<n>[0-9]+), (?P<state>[A-Z_]+), IKEv(?P<v>[12]), "
                   r"(?P<spi_i>[0-9a-f]{16})_i\*? (?P<spi_r>[0-9a-f]{16})_r\*?")
-_END = re.compile(r"^\s+(?P<side>local|remote)\s+'.*' @ (?P<addr>[0-9a-fA-F.:]+)\[(?P<port>\d+)\]")
-_CHILD = re.compile(r"^\s+(?P<name>[^\s:]+): #(?P<n>\d+), reqid (?P<reqid>\d+), (?:cpu (?P<cpu>\d+|-), )?"
+_END = re.compile(r"^\s+(?P<side>local|remote)\s+'.*' @ (?P<addr>[0-9a-fA-F.:]+)\[(?P<port>[0-9]+)\]")
+_CHILD = re.compile(r"^\s+(?P<name>[^\s:]+): #(?P<n>[0-9]+), reqid (?P<reqid>[0-9]+), (?:cpu (?P<cpu>[0-9]+|-), )?"
                     r"(?P<state>[A-Z_]+), (?P<mode>[A-Z]+)(?P<udp>-in-UDP)?, (?P<proto>ESP|AH):(?P<algs>\S+)")
 _DIR = re.compile(r"^\s+(?P<dir>in|out)\s+(?P<spi>[0-9a-f]{8})(?:_i)?(?:\s*\(-\|[0-9a-fx/]+\))?,\s+"
-                  r"(?P<bytes>\d+) bytes,\s+(?P<packets>\d+) packets")
+                  r"(?P<bytes>[0-9]+) bytes,\s+(?P<packets>[0-9]+) packets")
+
+
+def _number(text: str, limit: int, what: str, where: str) -> int:
+    """An ASCII decimal field no larger than ``limit`` (a counter, a port, a reqid): a number
+    strongSwan cannot print is damage, named, not an int the size of the file."""
+    if len(text) > len(str(limit)) or int(text) > limit:
+        shown = text if len(text) <= 20 else f"{text[:20]}... ({len(text)} digits)"
+        raise ValueError(f"{where}: {what} {shown} is larger than {limit}")
+    return int(text)
+
+
+U32, U64 = 2**32 - 1, 2**64 - 1
 
 
 def looks_like_swanctl(text: str) -> bool:
@@ -53,7 +65,7 @@ def _algos(text: str) -> tuple[XfrmAlgo, ...]:
             continue
         kind = "aead" if "GCM" in name or "CCM" in name or "CHACHA" in name else (
             "auth_trunc" if name.startswith(("HMAC", "AES_XCBC", "AES_CMAC")) else "crypt")
-        key_len = int(bits) if bits.isdigit() and kind != "auth_trunc" else 0
+        key_len = int(bits) if bits.isascii() and bits.isdigit() and kind != "auth_trunc" else 0
         out.append(XfrmAlgo(kind=kind, name=part.lower(), key_len=key_len))
     return tuple(out)
 
@@ -72,10 +84,11 @@ def parse_swanctl(text: str, name: str = "<text>") -> list[XfrmSaState]:
             local = remote = child = None
             continue
         if m := _END.match(line):
+            port = _number(m.group("port"), 65535, "port", f"{name}:{number}")
             if m.group("side") == "local":
-                local, local_port = m.group("addr"), int(m.group("port"))
+                local, local_port = m.group("addr"), port
             else:
-                remote, remote_port = m.group("addr"), int(m.group("port"))
+                remote, remote_port = m.group("addr"), port
             continue
         if m := _CHILD.match(line):
             child = m
@@ -85,8 +98,12 @@ def parse_swanctl(text: str, name: str = "<text>") -> list[XfrmSaState]:
                 raise ValueError(f"{name}:{number}: an SA line outside a Child SA with local/remote addresses")
             out = m.group("dir") == "out"
             src, dst = (local, remote) if out else (remote, local)
-            packets = int(m.group("packets"))
+            where = f"{name}:{number}"
+            packets = _number(m.group("packets"), U64, "packet count", where)
+            nbytes = _number(m.group("bytes"), U64, "byte count", where)
+            reqid = _number(child.group("reqid"), U32, "reqid", where)
             cpu = child.group("cpu")
+            cpu = None if cpu in (None, "-") else _number(cpu, U32, "cpu", where)
             encap = None
             if child.group("udp"):
                 sport, dport = (local_port, remote_port) if out else (remote_port, local_port)
@@ -94,9 +111,8 @@ def parse_swanctl(text: str, name: str = "<text>") -> list[XfrmSaState]:
             sas.append(XfrmSaState(
                 src=src, dst=dst, spi=int(m.group("spi"), 16), proto=PROTOS[child.group("proto")],
                 family=AF_INET6 if ":" in dst else AF_INET, mode=MODES.get(child.group("mode"), 1),
-                reqid=int(child.group("reqid")), dir=2 if out else 1,
-                pcpu=None if cpu in (None, "-") else int(cpu),
-                curlft=XfrmLifetimeCur(bytes=int(m.group("bytes")), packets=packets),
+                reqid=reqid, dir=2 if out else 1, pcpu=cpu,
+                curlft=XfrmLifetimeCur(bytes=nbytes, packets=packets),
                 replay=XfrmReplay(oseq=packets if out else 0), algos=_algos(child.group("algs")),
                 encap=encap))
             continue

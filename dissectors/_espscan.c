@@ -17,6 +17,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -471,6 +472,28 @@ static int add_iface(Scanner *s, uint32_t link, uint32_t snap, uint64_t units, i
 
 static uint64_t ipow(uint64_t b, unsigned e) { uint64_t r = 1; while (e--) r *= b; return r; }
 
+/* v / u rounded once to the nearest double (ties to even), as Python's int / int: a long
+ * double quotient rounded again to double is off by one ulp for ~1 in 4,400 timestamps.
+ * 55+ quotient bits and a sticky bit from a 128-bit division decide the rounding. */
+static int bitlen64(uint64_t x) { return x ? 64 - __builtin_clzll(x) : 0; }
+
+static double div_round(uint64_t v, uint64_t u) {
+    if (v == 0) return 0.0;
+    int s = 55 + bitlen64(u) - bitlen64(v);
+    if (s < 0) s = 0;
+    unsigned __int128 n = (unsigned __int128)v << s;
+    unsigned __int128 q = n / u;
+    int sticky = (n % u) != 0;
+    int qbits = q >> 64 ? 64 + bitlen64((uint64_t)(q >> 64)) : bitlen64((uint64_t)q);
+    int extra = qbits > 53 ? qbits - 53 : 0;
+    uint64_t m = (uint64_t)(q >> extra);
+    if (extra) {
+        uint64_t rem = (uint64_t)(q & ((((unsigned __int128)1) << extra) - 1)), half = (uint64_t)1 << (extra - 1);
+        if (rem > half || (rem == half && (sticky || (m & 1)))) m++;
+    }
+    return ldexp((double)m, extra - s);
+}
+
 static int pcapng_next(Scanner *s, const uint8_t **data, size_t *n, double *ts, uint32_t *lt) {
     char msg[112];
     for (;;) {
@@ -513,7 +536,7 @@ static int pcapng_next(Scanner *s, const uint8_t **data, size_t *n, double *ts, 
             btype = rd32(s, b);
             blen = rd32(s, b + 4);
             if (blen < 12 || blen % 4 || blen > MAX_BLOCK) {
-                snprintf(msg, sizeof msg, "bad block length %u (block type %#x)", blen, btype);
+                snprintf(msg, sizeof msg, "bad block length %u (block type 0x%x)", blen, btype);
                 scan_fail(s, msg, 1, pos);
                 return -1;
             }
@@ -554,7 +577,7 @@ static int pcapng_next(Scanner *s, const uint8_t **data, size_t *n, double *ts, 
                 return -1;
             }
             uint64_t v = ((uint64_t)high << 32) | low, u = s->if_units[ifid];
-            *ts = (double)((long double)v / (long double)u) + (double)s->if_off[ifid];
+            *ts = div_round(v, u) + (double)s->if_off[ifid];
             *data = body + 20;
             *n = caplen;
             *lt = s->if_link[ifid];
@@ -594,8 +617,16 @@ static int pcapng_next(Scanner *s, const uint8_t **data, size_t *n, double *ts, 
             while (o + 4 <= oend) {
                 uint16_t code = rd16(s, o), olen = rd16(s, o + 2);
                 if (code == 0 || o + 4 + olen > oend) break;
-                if (code == 9 && olen == 1)
-                    units = ipow((o[4] & 0x80) ? 2 : 10, o[4] & 0x7F);
+                if (code == 9 && olen == 1) {
+                    unsigned e = o[4] & 0x7F, base = (o[4] & 0x80) ? 2 : 10;
+                    if (e > (base == 2 ? 63u : 19u)) { /* units per second must fit 64 bits */
+                        snprintf(msg, sizeof msg, "if_tsresol 0x%02x (%u^-%u s) is finer than 64-bit "
+                                 "timestamps can count", o[4], base, e);
+                        scan_fail(s, msg, 1, pos);
+                        return -1;
+                    }
+                    units = ipow(base, e);
+                }
                 else if (code == 14 && olen == 8) {
                     uint64_t lo = rd32(s, o + 4), hi = rd32(s, o + 8);
                     toff = (int64_t)(s->big ? (lo << 32 | hi) : (hi << 32 | lo));

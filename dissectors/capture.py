@@ -215,20 +215,27 @@ class _Ng:
 _NG = {bom: _Ng.of(e) for bom, e in PCAPNG_BYTE_ORDER_MAGIC.items()}
 
 
-def _idb_options(opts: bytes, endian: str, iface: _Interface) -> None:
-    """if_tsresol and if_tsoffset from an IDB's options (a malformed option list ends early)."""
+def _idb_options(opts: bytes, endian: str, iface: _Interface) -> str | None:
+    """if_tsresol and if_tsoffset from an IDB's options (a malformed option list ends early);
+    the reason the IDB is unusable, if it is."""
     p = 0
     while p + 4 <= len(opts):
         code, length = struct.unpack_from(endian + "HH", opts, p)
         value = opts[p + 4 : p + 4 + length]
         if code == OPT_ENDOFOPT or len(value) < length:
-            return
+            return None
         if code == OPT_IF_TSRESOL and length == 1:
-            # MSB clear: 10^-n seconds; MSB set: 2^-n seconds
-            iface.units = (2 if value[0] & 0x80 else 10) ** (value[0] & 0x7F)
+            # MSB clear: 10^-n seconds; MSB set: 2^-n seconds. Units per second beyond 64 bits
+            # (10^-20 s, 2^-64 s) cannot be counted by the 64-bit timestamp: corruption.
+            base, exp = (2 if value[0] & 0x80 else 10), value[0] & 0x7F
+            if exp > (63 if base == 2 else 19):
+                return (f"if_tsresol 0x{value[0]:02x} ({base}^-{exp} s) is finer than 64-bit "
+                        "timestamps can count")
+            iface.units = base ** exp
         elif code == OPT_IF_TSOFFSET and length == 8:
             iface.offset = struct.unpack(endian + "q", value)[0]
         p += 4 + length + (-length % 4)
+    return None
 
 
 def _pcapng_records(path: str, f: BinaryIO, magic: bytes, stats: CaptureStats) -> Iterator[_Record]:
@@ -301,7 +308,9 @@ def _pcapng_records(path: str, f: BinaryIO, magic: bytes, stats: CaptureStats) -
                     raise fail(f"interface description block too short ({blen} bytes)")
                 linktype, _reserved, snaplen = ng.idb(body)
                 iface = _Interface(linktype, snaplen)
-                _idb_options(body[8 : blen - 12], endian, iface)
+                bad = _idb_options(body[8 : blen - 12], endian, iface)
+                if bad:
+                    raise fail(bad)
                 ifaces.append(iface)
             elif btype == BT_SHB:
                 major = struct.unpack_from(endian + "H", body, 4)[0]  # after the byte-order magic

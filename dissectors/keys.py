@@ -169,9 +169,42 @@ def _unescape(text: str) -> str:
     return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
 
 
-def _quoted(text: str) -> str:
-    """An algorithm name for an error message; withheld if it looks like key material."""
-    return "(a value that looks like key material)" if _KEYISH.search(text) else f'"{text}"'
+#: Characters of an unrecognised name shown when it is not a near miss of a known one: fewer
+#: than the 8 octets a key window needs, so a key pasted (or shifted) into a name field never
+#: reaches an error message, in ASCII or in hex.
+SHOWN_NAME_CHARS = 4
+
+
+def _digits(text: str) -> bool:
+    """ASCII decimal digits only: ``str.isdigit`` also accepts "²", which ``int`` refuses."""
+    return text.isascii() and text.isdigit()
+
+
+def _quoted(text: str, known: Iterable[str] = ()) -> str:
+    """An unrecognised algorithm name for an error message, never a key.
+
+    A near miss of a known name (a typo, a missing bracket) is shown with the name meant;
+    anything else could be key material (an ASCII esp_sa key, a column shifted into the name
+    field), so only its first characters and its length are shown.
+    """
+    import difflib
+
+    if not _KEYISH.search(text):
+        known = list(known)
+        close = [n for n in known if n.startswith(text + " ") or text.startswith(n)][:1] or \
+            difflib.get_close_matches(text, known, n=1, cutoff=0.6)
+        if len(text) < 8:
+            return f'"{text}"'
+        if close:
+            matched = sum(b.size for b in difflib.SequenceMatcher(None, text, close[0]).get_matching_blocks())
+            if len(text) - matched < 8:  # at most a few characters of it are not the known name
+                return f'"{text}" (did you mean "{close[0]}"?)'
+            return f'{_withheld(text)} (did you mean "{close[0]}"?)'
+    return _withheld(text)
+
+
+def _withheld(text: str) -> str:
+    return f'"{text[:SHOWN_NAME_CHARS]}…" ({len(text)} characters, the rest withheld: it could be a key)'
 
 
 def _hex(field_name: str, text: str) -> bytes:
@@ -222,7 +255,7 @@ def _is_pattern(text: str) -> bool:
 
 def _v4_pattern(text: str) -> bool:
     octets = text.split(".")
-    return len(octets) == 4 and all(o == "*" or (o.isdigit() and int(o) <= 255) for o in octets)
+    return len(octets) == 4 and all(o == "*" or (_digits(o) and int(o) <= 255) for o in octets)
 
 
 def _v6_groups(text: str) -> list[str] | None:
@@ -298,6 +331,8 @@ def _esp_spi(text: str) -> tuple[int, str | None]:
             return -1, text
         raise _BadLine(SPI_ACCEPTED)
     try:  # strtoul(text, NULL, 0), as Wireshark reads it
+        if not text.isascii() or "_" in text:  # strtoul reads ASCII digits, no separators
+            raise ValueError(text)
         if text[:2].lower() == "0x":
             spi = int(text, 16)
         elif len(text) > 1 and text[0] == "0":
@@ -312,15 +347,17 @@ def _esp_spi(text: str) -> tuple[int, str | None]:
 
 
 def _prf_id(text: str) -> int:
-    if text.isdigit():
+    names = [PrfId(n).name for n in PRF_BY_ID]
+    if _digits(text):
         value = int(text)
     else:
         try:
             value = PrfId[text.upper()]
         except KeyError:
-            raise _BadLine(f"unknown PRF {_quoted(text)}") from None
+            raise _BadLine(f"unknown PRF {_quoted(text, names)}") from None
     if value not in PRF_BY_ID:
-        raise _BadLine(f"unsupported PRF {_quoted(text)}")
+        known = f'"{PrfId(value).name}"' if value in PrfId._value2member_map_ else _quoted(text)
+        raise _BadLine(f"unsupported PRF {known}")
     return value
 
 
@@ -344,10 +381,10 @@ def parse_ike_line(line: str, source: str = "") -> IkeKeys:
     sk_ai, sk_ar = _hex("SK_ai", ai), _hex("SK_ar", ar)
     encr = ENCR_BY_NAME.get(encr_name)
     if encr is None:
-        raise _BadLine(f"unknown encryption algorithm {_quoted(encr_name)}")
+        raise _BadLine(f"unknown encryption algorithm {_quoted(encr_name, ENCR_BY_NAME)}")
     integ = INTEG_BY_NAME.get(integ_name)
     if integ is None:
-        raise _BadLine(f"unknown integrity algorithm {_quoted(integ_name)}")
+        raise _BadLine(f"unknown integrity algorithm {_quoted(integ_name, INTEG_BY_NAME)}")
     if encr.aead and integ.name != NONE_INTEG:
         raise _BadLine(f'encryption algorithm "{encr.name}" requires integrity algorithm "{NONE_INTEG}"')
     _key_len("SK_ei", sk_ei, encr.key_len, encr.name, "encryption")
@@ -368,11 +405,11 @@ def parse_esp_line(line: str, source: str = "") -> EspKeys:
     spi, spi_pattern = _esp_spi(spi_text)
     encr_entry = ESP_ENCR_BY_NAME.get(ESP_ENCR_ALIASES.get(encr_name, encr_name))
     if encr_entry is None:
-        raise _BadLine(f"unknown encryption algorithm {_quoted(encr_name)}; esp_sa accepts "
+        raise _BadLine(f"unknown encryption algorithm {_quoted(encr_name, ESP_ENCR_BY_NAME)}; esp_sa accepts "
                        + ", ".join(f'"{n}"' for n in ESP_ENCR_BY_NAME))
     auth = ESP_AUTH_BY_NAME.get(auth_name)
     if auth is None:
-        raise _BadLine(f"unknown authentication algorithm {_quoted(auth_name)}; esp_sa accepts "
+        raise _BadLine(f"unknown authentication algorithm {_quoted(auth_name, ESP_AUTH_BY_NAME)}; esp_sa accepts "
                        + ", ".join(f'"{n}"' for n in ESP_AUTH_BY_NAME))
     if encr_entry.unsupported:
         raise _BadLine(encr_entry.unsupported)

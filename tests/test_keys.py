@@ -123,9 +123,9 @@ BAD_IKE = [
     (f'{SPI_I},{SPI_R},{EI},{ER},"AES-CBC-128 [RFC3602]",{AI},{AR[:-2]},"HMAC_SHA2_256_128 [RFC4868]"',
      "SK_ar is 31 octets; the integrity algorithm HMAC_SHA2_256_128 [RFC4868] needs 32"),
     (f'{SPI_I},{SPI_R},{EI},{ER},"AES-CBC-128",{AI},{AR},"HMAC_SHA2_256_128 [RFC4868]"',
-     'unknown encryption algorithm "AES-CBC-128"'),
+     'unknown encryption algorithm "AES-CBC-128" (did you mean "AES-CBC-128 [RFC3602]"?)'),
     (f'{SPI_I},{SPI_R},{EI},{ER},"AES-CBC-128 [RFC3602]",{AI},{AR},"HMAC-SHA-256-128 [RFC4868]"',
-     'unknown integrity algorithm "HMAC-SHA-256-128 [RFC4868]"'),
+     'unknown integrity algorithm "HMAC-SHA-256-128 [RFC4868]" (did you mean "HMAC_SHA2_256_128 [RFC4868]"?)'),
     # GCM keys include the 4-octet salt: a bare 32-octet key is wrong
     (f'{SPI_I},{SPI_R},{"77" * 32},{"77" * 32},"AES-GCM-256 with 16 octet ICV [RFC5282]",,,"NONE [RFC4306]"',
      "SK_ei is 32 octets; the encryption algorithm AES-GCM-256 with 16 octet ICV [RFC5282] needs 36"),
@@ -136,7 +136,7 @@ BAD_IKE = [
      "SK_ai is 32 octets; the integrity algorithm ANY 96-bits of Authentication [No Checking] needs 0"),
     # the key pasted where the algorithm name belongs: never echoed
     (f'{SPI_I},{SPI_R},{EI},{ER},{EI},{AI},{AR},"HMAC_SHA2_256_128 [RFC4868]"',
-     "unknown encryption algorithm (a value that looks like key material)"),
+     f'unknown encryption algorithm "{EI[:4]}…" (32 characters, the rest withheld: it could be a key)'),
 ]
 
 
@@ -213,9 +213,10 @@ BAD_ESP = [
     (GOOD_ESP.replace(GCM_KEY, GCM_KEY[:-8]),
      'encryption key is 32 octets; the encryption algorithm "AES-GCM with 16 octet ICV [RFC4106]" needs 20, 28, 36'),
     (GOOD_ESP.replace("AES-GCM with 16 octet ICV [RFC4106]", "SERPENT-CBC"),
-     'unknown encryption algorithm "SERPENT-CBC"; esp_sa accepts ' + ", ".join(f'"{n}"' for n in ESP_ENCR_BY_NAME)),
+     'unknown encryption algorithm "SERP…" (11 characters, the rest withheld: it could be a key); esp_sa accepts ' + ", ".join(f'"{n}"' for n in ESP_ENCR_BY_NAME)),
     (GOOD_ESP.replace('"NULL"', '"HMAC-SHA-256-96"'),
-     'unknown authentication algorithm "HMAC-SHA-256-96"; esp_sa accepts ' + ", ".join(f'"{n}"' for n in ESP_AUTH_BY_NAME)),
+     'unknown authentication algorithm "HMAC-SHA-256-96" (did you mean "HMAC-SHA-256-96 '
+     '[draft-ietf-ipsec-ciph-sha-256-00]"?); esp_sa accepts ' + ", ".join(f'"{n}"' for n in ESP_AUTH_BY_NAME)),
     (GOOD_ESP.replace('"NULL",""', f'"HMAC-SHA-256-128 [RFC4868]","0x{"77" * 32}"'),
      'encryption algorithm "AES-GCM with 16 octet ICV [RFC4106]" is AEAD: authentication must be '
      '"NULL" or "ANY n bit authentication [no checking]"'),
@@ -257,7 +258,7 @@ def test_sk_d_file(tmp_path):
     assert [str(p) for p in store.problems] == [
         f"{path}:3: SK_d is 20 octets; PRF_HMAC_SHA2_256 needs 32",
         f'{path}:4: unsupported PRF "PRF_HMAC_TIGER"',
-        f'{path}:5: unknown PRF "PRF_NOPE"',
+        f'{path}:5: unknown PRF "PRF_…" (8 characters, the rest withheld: it could be a key)',
         f"{path}:6: SK_d is empty",
         f"{path}:7: expected 3 or 4 fields (SPIi,SPIr,SK_d,PRF), found 2",
     ]
@@ -400,3 +401,36 @@ def test_tshark_rejects_strongswan_tripledes_spelling():
            f'"0x{"8a" * 24}","NULL",""')
     result = _tshark(row)
     assert result.returncode != 0 and "invalid value: TripleDes-CBC" in result.stderr
+
+
+# Regressions found by the fuzzer (issue 16; tests/fuzz/targets_keys.py).
+
+def test_an_ascii_esp_key_in_a_name_field_is_never_echoed(tmp_path):
+    """The columns shifted: the ASCII encryption key (Wireshark reads a key without 0x as
+    its own octets) sits where the algorithm name belongs. Only 4 characters are shown."""
+    key = "Tr0ub4dor&3horse"
+    line = f'"IPv4","192.0.2.1","192.0.2.2","0x1","{key}","{key}","NULL",""'
+    store = load_keys([str(write(tmp_path, "esp_sa", line))])
+    [problem] = store.problems
+    assert str(problem).endswith('esp_sa:1: unknown encryption algorithm "Tr0u…" (16 characters, the rest '
+                                 'withheld: it could be a key); esp_sa accepts ' +
+                                 ", ".join(f'"{n}"' for n in ESP_ENCR_BY_NAME))
+    assert key[:8] not in str(problem) and key.encode().hex()[:16] not in str(problem)
+
+
+@pytest.mark.parametrize("prf", ["\u00b2", "1\u00b2", "\u0665"])
+def test_a_non_ascii_digit_prf_is_a_bad_line_not_a_crash(tmp_path, prf):
+    """"²".isdigit() is True but int("²") raises: the PRF field takes ASCII digits only."""
+    path = write(tmp_path, "ikev2_sk_d", f"{SPI_I},{SPI_R},{'ab' * 32},{prf}", f"{SPI_R},{SPI_I},{'ab' * 32},5")
+    store = load_keys([str(path)])
+    assert [str(p) for p in store.problems] == [f'{path}:1: unknown PRF "{prf}"']
+    assert len(store.sk_d) == 1
+
+
+def test_a_name_glued_to_an_ascii_key_is_withheld_but_still_named(tmp_path):
+    key = "x=dX oq-+IAF2&y^1KAF06Ny@b;saU=}"
+    line = f'"IPv4","192.0.2.1","192.0.2.2","0x1","AES-CBC [RFC3602]","0x{"66" * 16}","HMAC-SHA-1-96 [RFC2404]{key}","{key}"'
+    [problem] = load_keys([str(write(tmp_path, "esp_sa", line))]).problems
+    assert 'unknown authentication algorithm "HMAC…" (55 characters, the rest withheld: it could be a key) ' \
+           '(did you mean "HMAC-SHA-1-96 [RFC2404]"?)' in str(problem)
+    assert key[:8] not in str(problem) and key[-8:] not in str(problem)

@@ -196,6 +196,9 @@ class SaPayload(Payload):
             if isinstance(err.partial, Proposal):
                 proposals.append(err.partial)
             raise err.with_partial(cls(proposals=proposals)) from None
+        if not proposals:  # §3.3: "one or more Proposal substructures"
+            raise ParseError(cur.offset, "SA.proposals", "no proposal (RFC 7296 §3.3 needs one or more)",
+                             cls(proposals=proposals))
         return cls(proposals=proposals)
 
     def body(self) -> bytes:
