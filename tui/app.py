@@ -195,7 +195,7 @@ class MultisaApp(App):
 
         for p in self.xfrm_paths:
             try:
-                session.set_xfrm(load_series(p))
+                session.set_xfrm(load_series(p), p)
             except (XfrmImportError, OSError) as err:
                 self.post_message(SourceProblem("xfrm", str(err) if isinstance(err, XfrmImportError)
                                                 else f"{p}: {err.strerror or err}"))
