@@ -211,6 +211,7 @@ class MultisaApp(App):
         worker = get_current_worker()
         session = self._session(f"live:{self.iface}", live=True)
         self._load_side_files(session)
+        key_problems = list(session.key_problems)
         last = time.monotonic()
         while not self._stop.is_set() and not worker.is_cancelled:
             try:
@@ -226,6 +227,11 @@ class MultisaApp(App):
             if now - last >= LIVE_PERIOD:
                 last = now
                 session.tick()
+                if session.key_problems != key_problems:  # keys arrived (or a file went bad)
+                    key_problems = list(session.key_problems)
+                    self.post_message(SourceRecovered("keys"))
+                    for p in key_problems:
+                        self.post_message(SourceProblem("keys", p))
                 pub = session.publish()
                 if pub.messages or pub.findings:
                     self.post_message(AnalysisPublished(pub))

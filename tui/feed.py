@@ -117,6 +117,7 @@ class AnalysisView:
         """Live mode: the engine's time-based rules and one sample of every Child SA's
         counters (called at 1 Hz)."""
         now = now if now is not None else time.time()
+        self.session.reload_keys()  # key files written as SAs come up (save-keys), even unasked
         self._found(self.session.tick(now))
         self.session.attached(count=True)
         self.counters.sample_model(self.analyzer, now)
