@@ -31,7 +31,6 @@ from analyzer import rules as registry
 from analyzer.config import ConfigError, Settings, load_settings
 from analyzer.model import Finding
 from dissectors.capture import CaptureError, CaptureStats
-from dissectors.iana import NotifyType
 from dissectors.ikev2 import IkeMessage
 
 from .messages import AnalysisPublished, EspCountersUpdated, LoadFinished, SourceProblem, SourceRecovered
@@ -47,13 +46,8 @@ LIVE_PERIOD = 1.0  # live refresh (1 Hz)
 
 
 def focus_text_for(f: Finding) -> str | None:
-    """The decode-tree line a finding is about: the notify it names, else the decrypted part."""
-    names = sorted((n.name for n in NotifyType), key=len, reverse=True)
-    for name in names:
-        if name in f.message:
-            return f"Notify Message Type: {name}"
-    if "Delete" in f.message or "delete" in f.message:
-        return "Payload: Delete"
+    """Where the decode tree goes for a finding that names no field (``Finding.offset``):
+    the decrypted part, where the exchange's payloads are."""
     return "Decrypted Data"
 
 
@@ -346,14 +340,14 @@ class MultisaApp(App):
             self.notify(f"{f.code} names no frame", severity="warning")
             self.show_finding_group(f)
             return
-        self.show_frame(f.frames[0], focus_text_for(f))
+        self.show_frame(f.frames[0], focus_text_for(f), f.offset)
 
-    def show_frame(self, frame: int, focus_text: str | None = None) -> None:
+    def show_frame(self, frame: int, focus_text: str | None = None, focus_offset: int | None = None) -> None:
         async def go() -> None:
             if self.current_mode != "packets":
                 await self.switch_mode("packets")
             screen = self.screen
-            if isinstance(screen, PacketScreen) and not screen.select_frame(frame, focus_text):
+            if isinstance(screen, PacketScreen) and not screen.select_frame(frame, focus_text, focus_offset):
                 self.notify(f"frame {frame} is not an IKE message on screen (filter?)", severity="warning")
 
         self.call_later(go)

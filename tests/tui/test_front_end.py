@@ -13,8 +13,8 @@ import time
 import pytest
 
 from tui.app import MultisaApp
-from tui.screens import FindingsScreen, GroupsScreen
-from tui.widgets import GroupTable, StatusLine
+from tui.screens import FindingsScreen, GroupsScreen, PacketScreen
+from tui.widgets import DecodeTree, GroupTable, StatusLine
 
 from .test_navigation import PERCPU, ROOT, percpu_app, run_async, settle
 
@@ -180,3 +180,23 @@ async def test_stale_no_key_files_banner_goes_when_keys_arrive(tmp_path):
         assert not [p for p in app.problems if p.startswith("keys: ")], app.problems
         assert "no key files" not in str(app.screen.query_one(StatusLine).render())
         await pilot.press("q")
+
+
+# --- Enter on a finding: the offending field -----------------------------------------------
+
+
+@run_async
+async def test_enter_on_ms307_selects_the_resource_identifier_line():
+    app = percpu_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("f")
+        await settle(pilot)
+        await pilot.press("down", "enter")  # the second MS307: frame 8, SA_RESOURCE_INFO 00000000
+        await settle(pilot)
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, PacketScreen)
+        assert app.screen.packet_list.current.frame.index == 8
+        node = app.screen.query_one(DecodeTree).cursor_node
+        assert str(node.label) == 'Resource Identifier: 00000000 ("....")'
+        assert node.parent.label.plain == "Payload: Notify (41) - SA_RESOURCE_INFO"

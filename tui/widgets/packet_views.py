@@ -10,7 +10,7 @@ from rich.text import Text
 from textual.message import Message
 from textual.widgets import DataTable, Static, Tree
 
-from analyzer.report.tree import render_message
+from analyzer.report.tree import render_message_lines
 from dissectors.iana import ExchangeType, NotifyType, PayloadType, name_of
 from dissectors.ikev2 import IkeMessage
 from dissectors.ikev2.payloads import NotifyPayload, SkPayload
@@ -141,29 +141,36 @@ class DecodeTree(Tree):
         self.guide_depth = 2
         self.lines: list[str] = []
 
-    def show(self, msg: IkeMessage | None, focus_text: str | None = None) -> None:
+    def show(self, msg: IkeMessage | None, focus_text: str | None = None, focus_offset: int | None = None) -> None:
+        """``focus_offset`` (a finding's field offset in the message) puts the cursor on the line
+        showing the field that starts there (the narrowest); else ``focus_text`` on the first
+        line containing it."""
         self.clear()
         if msg is None:
             self.root.set_label("(no packet selected)")
             self.lines = []
             return
-        text = render_message(msg)
-        self.lines = text.splitlines()
+        rendered = render_message_lines(msg)
+        self.lines = [text for text, _ in rendered]
         self.root.set_label(self.lines[0] if self.lines else "?")
         stack: list[tuple[int, object]] = [(-1, self.root)]
-        target = None
-        for line in self.lines[1:]:
+        target = by_text = None
+        for line, span in rendered[1:]:
             depth = (len(line) - len(line.lstrip(" "))) // 4
             while len(stack) > 1 and stack[-1][0] >= depth:
                 stack.pop()
-            node = stack[-1][1].add(line.strip(), expand=True)
+            node = stack[-1][1].add(line.strip(), data=span, expand=True)
             node.allow_expand = False
             parent = stack[-1][1]
             parent.allow_expand = True
             stack.append((depth, node))
-            if target is None and focus_text and focus_text in line:
+            if focus_offset is not None and span is not None and span[0] == focus_offset and (
+                    target is None or span[1] < target.data[1]):
                 target = node
+            if by_text is None and focus_text and focus_text in line:
+                by_text = node
         self.root.expand_all()
+        target = target or by_text
         if target is not None:
             self.call_after_refresh(self._focus_node, target)
 
