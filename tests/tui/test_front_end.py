@@ -200,3 +200,29 @@ async def test_enter_on_ms307_selects_the_resource_identifier_line():
         node = app.screen.query_one(DecodeTree).cursor_node
         assert str(node.label) == 'Resource Identifier: 00000000 ("....")'
         assert node.parent.label.plain == "Payload: Notify (41) - SA_RESOURCE_INFO"
+
+
+@run_async
+async def test_hex_pane_shows_the_selected_decrypted_field_in_clear():
+    """MS101's Protocol ID is inside the SK payload: the hex pane shows the decrypted notify and
+    highlights the field's octet, 03 (ESP)."""
+    from tui.widgets import HexView
+
+    from .test_navigation import fault_app
+
+    app = fault_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("tab", "enter")
+        await settle(pilot)
+        await pilot.pause(0.3)
+        f = app.findings[0]
+        hexview = app.screen.query_one(HexView)
+        assert hexview.span == (f.offset, 1)
+        rendered = hexview.render()
+        text = getattr(rendered, "plain", str(rendered))
+        assert "decrypted payloads in clear" in text
+        row = next(line for line in text.splitlines() if line.startswith(f"{f.offset // 16 * 16:04x}"))
+        col = f.offset % 16
+        cells = row[6:].replace("  ", " ", 1).split(" ")
+        assert cells[col] == "03"  # Protocol ID 3 in clear, not ciphertext

@@ -89,6 +89,11 @@ class PacketScreen(DataScreen):
         self.query_one(DecodeTree).show(msg, self.focus_text, self.focus_offset)
         self.query_one(HexView).show(msg)
 
+    def on_tree_node_highlighted(self, event) -> None:
+        """A line of the decoded tree: its octets highlighted in the hex pane (decrypted)."""
+        if isinstance(event.control, DecodeTree) and self._shown is not None:
+            self.query_one(HexView).show(self._shown, event.node.data if isinstance(event.node.data, tuple) else None)
+
     def on_packet_list_packet_highlighted(self, event: PacketList.PacketHighlighted) -> None:
         if event.msg is not self._shown:
             if self._shown is not None:

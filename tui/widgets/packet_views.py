@@ -183,11 +183,63 @@ class DecodeTree(Tree):
         return "\n".join(self.lines)
 
 
-class HexView(Static):
-    """Hex and ASCII of the message as received (from the IKE header on)."""
+def decrypted_image(msg: IkeMessage) -> tuple[bytes, list[tuple[int, int]]]:
+    """The message bytes with each decrypted SK payload's inner payloads written in clear at
+    the offsets of their ciphertext (what ``Finding.offset`` and the tree's spans point at),
+    and the ``(offset, length)`` ranges shown decrypted."""
+    image = bytearray(msg.raw or b"")
+    clear: list[tuple[int, int]] = []
+    for p in msg.payloads:
+        if not isinstance(p, SkPayload) or not p.decrypted or not p.inner:
+            continue
+        for q in p.inner:
+            try:
+                body = q.wire if q.wire is not None else q.body()
+            except Exception:  # noqa: BLE001 - a payload that cannot serialise stays encrypted
+                continue
+            head = bytes([q.next_payload & 0xFF, (0x80 if q.critical else 0) | (q.reserved & 0x7F)])
+            chunk = head + (len(body) + 4).to_bytes(2, "big") + body
+            end = q.offset + len(chunk)
+            if end > len(image):
+                image.extend(b"\0" * (end - len(image)))
+            image[q.offset:end] = chunk
+            clear.append((q.offset, len(chunk)))
+    return bytes(image), clear
 
-    def show(self, msg: IkeMessage | None) -> None:
+
+class HexView(Static):
+    """Hex and ASCII of the message (from the IKE header on), decrypted payloads in clear
+    (underlined), the bytes of the selected tree line highlighted."""
+
+    def show(self, msg: IkeMessage | None, span: tuple[int, int] | None = None) -> None:
         if msg is None or not msg.raw:
             self.update("")
             return
-        self.update(hex_dump(msg.raw))
+        data, clear = decrypted_image(msg)
+        self.span = span
+        text = Text()
+        if clear:
+            text.append(f"decrypted payloads in clear (underlined): "
+                        f"{', '.join(f'0x{o:04x}-0x{o + n - 1:04x}' for o, n in clear)}\n", "italic")
+        hi = set(range(span[0], span[0] + span[1])) if span else set()
+        plain = {i for o, n in clear for i in range(o, o + n)}
+        for off in range(0, len(data), 16):
+            chunk = data[off:off + 16]
+            text.append(f"{off:04x}  ")
+            for i, b in enumerate(chunk):
+                n = off + i
+                style = "reverse" if n in hi else "underline" if n in plain else ""
+                text.append(f"{b:02x}", style)
+                text.append("  " if i == 7 else " ")
+            text.append("   " * (16 - len(chunk)) + (" " if len(chunk) <= 8 else ""))
+            text.append(" ")
+            for i, b in enumerate(chunk):
+                n = off + i
+                text.append(chr(b) if 32 <= b < 127 else ".", "reverse" if n in hi else "underline" if n in plain else "")
+            text.append("\n")
+        self.update(text)
+        if span:
+            line = span[0] // 16 + (1 if clear else 0)
+            parent = self.parent
+            if parent is not None and hasattr(parent, "scroll_to"):
+                self.call_after_refresh(parent.scroll_to, 0, max(0, line - 1), animate=False)
