@@ -95,6 +95,10 @@ class Finding:
     category: ExpertGroup
     source: str = ""  # capture file
     time: float | None = None  # timestamp of the first frame
+    #: where in the first frame's IKE message the offending field starts (octets from the IKE
+    #: header; a decrypted payload's fields at the offsets of their ciphertext), when the rule
+    #: knows it: what the TUI's decode tree selects. Not part of the report formats.
+    offset: int | None = None
 
     @property
     def citation(self) -> str:

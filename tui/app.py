@@ -31,7 +31,6 @@ from analyzer import rules as registry
 from analyzer.config import ConfigError, Settings, load_settings
 from analyzer.model import Finding
 from dissectors.capture import CaptureError, CaptureStats
-from dissectors.iana import NotifyType
 from dissectors.ikev2 import IkeMessage
 
 from .messages import AnalysisPublished, EspCountersUpdated, LoadFinished, SourceProblem, SourceRecovered
@@ -47,13 +46,8 @@ LIVE_PERIOD = 1.0  # live refresh (1 Hz)
 
 
 def focus_text_for(f: Finding) -> str | None:
-    """The decode-tree line a finding is about: the notify it names, else the decrypted part."""
-    names = sorted((n.name for n in NotifyType), key=len, reverse=True)
-    for name in names:
-        if name in f.message:
-            return f"Notify Message Type: {name}"
-    if "Delete" in f.message or "delete" in f.message:
-        return "Payload: Delete"
+    """Where the decode tree goes for a finding that names no field (``Finding.offset``):
+    the decrypted part, where the exchange's payloads are."""
     return "Decrypted Data"
 
 
@@ -195,7 +189,7 @@ class MultisaApp(App):
 
         for p in self.xfrm_paths:
             try:
-                session.set_xfrm(load_series(p))
+                session.set_xfrm(load_series(p), p)
             except (XfrmImportError, OSError) as err:
                 self.post_message(SourceProblem("xfrm", str(err) if isinstance(err, XfrmImportError)
                                                 else f"{p}: {err.strerror or err}"))
@@ -211,6 +205,7 @@ class MultisaApp(App):
         worker = get_current_worker()
         session = self._session(f"live:{self.iface}", live=True)
         self._load_side_files(session)
+        key_problems = list(session.key_problems)
         last = time.monotonic()
         while not self._stop.is_set() and not worker.is_cancelled:
             try:
@@ -226,6 +221,11 @@ class MultisaApp(App):
             if now - last >= LIVE_PERIOD:
                 last = now
                 session.tick()
+                if session.key_problems != key_problems:  # keys arrived (or a file went bad)
+                    key_problems = list(session.key_problems)
+                    self.post_message(SourceRecovered("keys"))
+                    for p in key_problems:
+                        self.post_message(SourceProblem("keys", p))
                 pub = session.publish()
                 if pub.messages or pub.findings:
                     self.post_message(AnalysisPublished(pub))
@@ -340,14 +340,14 @@ class MultisaApp(App):
             self.notify(f"{f.code} names no frame", severity="warning")
             self.show_finding_group(f)
             return
-        self.show_frame(f.frames[0], focus_text_for(f))
+        self.show_frame(f.frames[0], focus_text_for(f), f.offset)
 
-    def show_frame(self, frame: int, focus_text: str | None = None) -> None:
+    def show_frame(self, frame: int, focus_text: str | None = None, focus_offset: int | None = None) -> None:
         async def go() -> None:
             if self.current_mode != "packets":
                 await self.switch_mode("packets")
             screen = self.screen
-            if isinstance(screen, PacketScreen) and not screen.select_frame(frame, focus_text):
+            if isinstance(screen, PacketScreen) and not screen.select_frame(frame, focus_text, focus_offset):
                 self.notify(f"frame {frame} is not an IKE message on screen (filter?)", severity="warning")
 
         self.call_later(go)

@@ -20,31 +20,56 @@ KEYS_HELP = ("key file or directory: Wireshark's ikev2_decryption_table / esp_sa
 
 
 def cmd_tui(args: argparse.Namespace) -> int:
-    if not args.live and not args.capture:
-        print("multisa: error: tui needs a CAPTURE file or --live", file=sys.stderr)
-        return EXIT_ERROR
-    if args.live and args.capture:
-        print("multisa: error: tui takes a CAPTURE file or --live, not both", file=sys.stderr)
-        return EXIT_ERROR
-    if args.capture and not os.path.exists(args.capture):
-        print(f"multisa: error: {args.capture}: no such file", file=sys.stderr)
-        return EXIT_ERROR
-    for path in (args.xfrm or []) + ([] if args.live else (args.keys or []) + (args.peer_status or [])):
-        if not os.path.exists(path):
-            print(f"multisa: error: {path}: no such file or directory", file=sys.stderr)
-            return EXIT_ERROR
-    if (args.iface or args.netns) and not args.live:
-        print("multisa: error: --iface and --netns need --live", file=sys.stderr)
+    from analyzer.cli_common import UsageError
+
+    try:
+        capture, beside = _check(args)
+    except UsageError as err:
+        print(f"multisa: error: {err}", file=sys.stderr)
         return EXIT_ERROR
     try:
         from .app import MultisaApp
     except ImportError as err:  # textual missing from a partial install
         print(f"multisa: error: the TUI needs textual ({err})", file=sys.stderr)
         return EXIT_ERROR
-    app = MultisaApp(args.capture, args.keys, args.xfrm, live=args.live, iface=args.iface, netns=args.netns,
-                     peer_status=args.peer_status, poll_xfrm=not args.no_xfrm_poll)
+    app = MultisaApp(capture, (args.keys or []) + beside, args.xfrm, live=args.live, iface=args.iface,
+                     netns=args.netns, peer_status=args.peer_status, poll_xfrm=not args.no_xfrm_poll)
     app.run()
     return EXIT_OK
+
+
+def _check(args: argparse.Namespace) -> tuple[str | None, list[str]]:
+    """The same one-line refusals as every other command (``analyzer.cli_common``): a missing
+    path, a directory without exactly one capture, a file that is not a capture, a capture given
+    as a key file; and a TUI needs a terminal on both ends (without one Textual would spin)."""
+    from analyzer.cli_common import UsageError, check_key_path, one_capture
+
+    if not args.live and not args.capture:
+        raise UsageError("tui needs a CAPTURE file or --live")
+    if args.live and args.capture:
+        raise UsageError("tui takes a CAPTURE file or --live, not both")
+    if (args.iface or args.netns) and not args.live:
+        raise UsageError("--iface and --netns need --live")
+    capture, beside = None, []
+    if args.capture:
+        if args.capture == "-":
+            raise UsageError("-: the TUI reads its keyboard from stdin: give the capture as a file")
+        found = one_capture(args.capture)
+        capture, beside = found.path, found.beside
+    for path in [] if args.live else args.keys or []:  # live: key files may come with the SAs
+        check_key_path(path)
+    for path in (args.xfrm or []) + ([] if args.live else (args.peer_status or [])):
+        if not os.path.exists(path):
+            raise UsageError(f"{path}: no such file or directory")
+    for name, stream in (("stdin", sys.stdin), ("stdout", sys.stdout)):
+        try:
+            tty = stream is not None and stream.isatty()
+        except (AttributeError, ValueError):
+            tty = False
+        if not tty:
+            raise UsageError(f"tui needs a terminal ({name} is not one): use `multisa lint` or "
+                             "`multisa monitor` without one")
+    return capture, beside
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:

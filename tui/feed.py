@@ -101,12 +101,13 @@ class AnalysisView:
         if not self.live and self._sample_second is not None:
             self.counters.sample_model(self.analyzer, float(self._sample_second + 1))
 
-    def set_xfrm(self, snapshots) -> None:
-        """Kernel XFRM samples (a snapshot file's series, or one live dump)."""
+    def set_xfrm(self, snapshots, host: str | None = None) -> None:
+        """Kernel XFRM samples (a snapshot file's series, or one live dump); ``host``: whose
+        (the file's path), so two hosts' files keep each host's own CPU per SA."""
         snapshots = list(snapshots)
         self.session.add_xfrm(snapshots)
         for snap in snapshots:
-            self.counters.add_xfrm(snap)
+            self.counters.add_xfrm(snap, host)
 
     def set_peer_status(self, doc: dict, path: str = "") -> None:
         self.session.add_peer_status(doc, path)
@@ -116,6 +117,7 @@ class AnalysisView:
         """Live mode: the engine's time-based rules and one sample of every Child SA's
         counters (called at 1 Hz)."""
         now = now if now is not None else time.time()
+        self.session.reload_keys()  # key files written as SAs come up (save-keys), even unasked
         self._found(self.session.tick(now))
         self.session.attached(count=True)
         self.counters.sample_model(self.analyzer, now)
@@ -123,6 +125,11 @@ class AnalysisView:
     # --- output ----------------------------------------------------------------------------
 
     def publish(self, progress: Progress | None = None) -> Published:
+        wire: dict[int, tuple[int, int, float]] = {}
+        for t in self.session.scan.trackers():
+            p, b, r = wire.get(t.spi, (0, 0, 0.0))
+            wire[t.spi] = (p + t.packets, b + t.bytes, r + t.rate())
+        self.counters.wire = wire
         snap = build_snapshot(self.analyzer, self.counters, self.findings, progress,
                               live=self.live, key_problems=tuple(self.key_problems))
         out = Published(snap, tuple(self._new_messages), tuple(self._new_findings))

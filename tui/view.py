@@ -71,6 +71,13 @@ class CounterBoard:
         self._kernel_last: dict[tuple[str, int], tuple[float | None, int]] = {}
         self.rates: dict[int, float] = {}  # packets/s per SPI from the last two samples
         self.sources: set[str] = set()
+        #: SPI -> host -> CPUs: each host's own XFRMA_SA_PCPU (moon and sun bind one Child SA to
+        #: different CPUs); host -> its local addresses (from XFRMA_SA_DIR), to order them I/R
+        self.host_cpus: dict[int, dict[str, tuple[int, ...]]] = {}
+        self.host_addrs: dict[str, set[str]] = {}
+        #: SPI -> (packets, bytes, packets/s) of the ESP seen on the wire, as ``multisa esp``
+        #: counts them (both destinations of an SPI summed)
+        self.wire: dict[int, tuple[int, int, float]] = {}
 
     def _record(self, source: str, spi: int, counters: SpiCounters, ts: float | None) -> None:
         old = self.by_spi.get(spi)
@@ -87,14 +94,19 @@ class CounterBoard:
                 self.rates[spi] = delta / (ts - last_ts)
         self._kernel_last[(source, spi)] = (ts, counters.packets)
 
-    def add_xfrm(self, snap) -> None:
-        """An ``analyzer.xfrm_state.XfrmSnapshot`` (file sample or live dump)."""
+    def add_xfrm(self, snap, host: str | None = None) -> None:
+        """An ``analyzer.xfrm_state.XfrmSnapshot`` (file sample or live dump); ``host`` names
+        whose SAD it is (the file it came from), else its namespace."""
         self.sources.add("xfrm")
-        key = f"xfrm:{snap.netns or ''}:{snap.source}"
+        key = f"xfrm:{host or snap.netns or ''}:{snap.source}"
+        addrs = self.host_addrs.setdefault(key, set())
         for sa in snap.sas:
             if sa.proto != 50 or sa.larval:
                 continue
             cpus = () if sa.pcpu is None else (sa.pcpu,)
+            if sa.dir in (1, 2):
+                addrs.add(sa.dst if sa.dir == 1 else sa.src)
+            self.host_cpus.setdefault(sa.spi, {})[key] = cpus
             self._record(key, sa.spi, SpiCounters(sa.curlft.packets, sa.curlft.bytes, cpus, "xfrm"), snap.ts)
 
     def add_peer_status(self, doc: dict, path: str = "") -> None:
@@ -107,6 +119,7 @@ class CounterBoard:
                 cur = sa.get("curlft", {})
                 pcpu = sa.get("pcpu")
                 cpus = tuple(pcpu) if isinstance(pcpu, list) else (() if pcpu is None else (int(pcpu),))
+                self.host_cpus.setdefault(spi, {})[f"peer:{path}"] = cpus
                 c = SpiCounters(int(cur.get("packets", 0)), int(cur.get("bytes", 0)), cpus, "peer")
             except (KeyError, TypeError, ValueError):
                 continue
@@ -233,23 +246,28 @@ def _sa_row(lineage: IkeLineage, c: ChildSa, board: CounterBoard, live: bool) ->
     spis = [int.from_bytes(s, "big") if s else None for s in (c.spi_in, c.spi_out)]
     kernel = [board.by_spi.get(s) for s in spis if s is not None]
     kernel = [k for k in kernel if k is not None]
+    wire = [board.wire[s] for s in spis if s is not None and s in board.wire]
+    wire_packets = sum(w[0] for w in wire)
     if kernel:
         packets = sum(k.packets for k in kernel)
         nbytes: int | None = sum(k.bytes for k in kernel)
-        cpus = tuple(sorted({cpu for k in kernel for cpu in k.cpus}))
         source = kernel[0].source
     else:
-        packets, nbytes, cpus, source = c.esp_in + c.esp_out, None, (), "wire"
+        packets, nbytes, source = (wire_packets if wire else c.esp_in + c.esp_out), None, "wire"
+    if wire_packets:  # bytes as they crossed the wire (ESP from the SPI on), as `multisa esp`
+        nbytes = sum(w[1] for w in wire)
+    cpu, cpus = _cpu_text(lineage, spis, board)
     hists = [h for h in (board.kernel_hist.get(s) for s in spis if s is not None) if h]
     if not hists:  # no kernel/peer series: the ESP packets seen on the wire, per second
         hists = [h for h in (board.wire_hist.get(s) for s in spis if s is not None) if h]
     n = max((len(h) for h in hists), default=0)
     spark = tuple(sum(h[i - n + len(h)] if i - n + len(h) >= 0 else 0.0 for h in hists) for i in range(n))
-    rates = [board.rates[s] for s in spis if s is not None and s in board.rates]
-    rate: float | None = sum(rates) if rates else None
-    if rate is None and not live and c.created is not None and c.esp_last is not None:
-        span = c.esp_last - c.created.ts
-        rate = (c.esp_in + c.esp_out) / span if span > 0 else None
+    rate: float | None
+    if not live and wire:  # a file: each direction's packets/s over its own span, as `multisa esp`
+        rate = sum(w[2] for w in wire)
+    else:
+        rates = [board.rates[s] for s in spis if s is not None and s in board.rates]
+        rate = sum(rates) if rates else None
     if c.per_resource or c.resource_id_i is not None or c.resource_id_r is not None:
         resource = f"{_rid(c.resource_id_i)}/{_rid(c.resource_id_r)}"
     else:
@@ -258,9 +276,35 @@ def _sa_row(lineage: IkeLineage, c: ChildSa, board: CounterBoard, live: bool) ->
         key=f"sa:{lineage.index}:{c.spi_in.hex() if c.spi_in else '?'}:{c.spi_out.hex() if c.spi_out else '?'}",
         role=c.role, state=c.state, resource=resource,
         spi_in=c.spi_in.hex() if c.spi_in else "?", spi_out=c.spi_out.hex() if c.spi_out else "?",
-        cpu=",".join(map(str, cpus)) if cpus else "-", packets=packets, bytes=nbytes, rate=rate,
+        cpu=cpu, packets=packets, bytes=nbytes, rate=rate,
         spark=spark, counters=source, proposal=str(c.proposal) if c.proposal else "?",
         frames=_frames(c.requested, c.created, c.rekeyed, c.deleted), cpus=cpus)
+
+
+def _cpu_text(lineage: IkeLineage, spis: list[int | None], board: CounterBoard) -> tuple[str, tuple[int, ...]]:
+    """The CPU column: one host's XFRMA_SA_PCPU, or with two hosts' state each host's own,
+    initiator's first (``0/1``: CPU 0 on the initiator, CPU 1 on the responder)."""
+    hosts: dict[str, set[int]] = {}
+    for s in spis:
+        for host, cpus in board.host_cpus.get(s, {}).items() if s is not None else ():
+            hosts.setdefault(host, set()).update(cpus)
+    if not hosts:
+        return "-", ()
+    cur = lineage.current
+    side_addr = [cur.addr(cur.initiator_side), cur.addr(cur.initiator_side.other)]
+
+    def rank(item: tuple[int, str]) -> tuple[int, int]:
+        order, host = item
+        addrs = board.host_addrs.get(host, set())
+        side = next((i for i, a in enumerate(side_addr) if a and a in addrs), 2)
+        return side, order
+
+    ordered = [h for _, h in sorted(enumerate(hosts), key=rank)]
+    texts = [",".join(map(str, sorted(hosts[h]))) or "-" for h in ordered]
+    first = tuple(sorted(hosts[ordered[0]]))
+    if len(texts) == 1 or all(t == "-" for t in texts):
+        return texts[0], first
+    return "/".join(texts), first
 
 
 def _worst(findings: list[Finding]) -> Severity | None:
@@ -354,16 +398,29 @@ class FindingFilter:
             return False
         if self.groups and not any(g in (f.group or "").lower() for g in self.groups):
             return False
-        if self.spis:
-            hay = (f.ike_spis or "") + " " + f.message.lower()
-            if snap is not None:
-                _, group = snap.lineage_of_finding(f)
-                if group is not None:
-                    hay += " " + " ".join(c.spis for c in group.children)
-            if not any(s in hay for s in self.spis):
-                return False
+        if self.spis and not self._spi_match(f, snap):
+            return False
         text = f"{f.code} {f.name} {f.message} {f.group or ''} {f.rfc}".lower()
         return all(w in text for w in self.words)
+
+    def _spi_match(self, f: Finding, snap: Snapshot | None) -> bool:
+        """``spi:X`` keeps a finding about the SA (or IKE SA) with that SPI: one that names it,
+        or whose frames are that Child SA's exchanges; a finding about another Child SA is
+        hidden, and a group-wide one stays when the group holds the SA."""
+        if f.ike_spis and any(s in f.ike_spis for s in self.spis):
+            return True
+        message = f.message.lower()
+        if any(s in message for s in self.spis):
+            return True
+        if snap is None:
+            return False
+        _, group = snap.lineage_of_finding(f)
+        rows = group.children if group is not None else ()
+        frames = set(f.frames)
+        about = [r for r in rows if frames & set(r.frames) or r.spi_in in message or r.spi_out in message]
+        if about:
+            return any(self.sa(r) for r in about)
+        return any(self.sa(r) for r in rows)
 
     def group(self, g: GroupRow) -> bool:
         if self.groups and not any(x in g.label.lower() for x in self.groups):

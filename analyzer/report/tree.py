@@ -101,26 +101,46 @@ _CFG_IP6 = {CfgAttr.INTERNAL_IP6_ADDRESS, CfgAttr.INTERNAL_IP6_DNS, CfgAttr.INTE
 _CFG_TEXT = {CfgAttr.APPLICATION_VERSION, CfgAttr.INTERNAL_DNS_DOMAIN}
 
 
+class _Lines(list):
+    """The tree's lines, each with the octets it shows: ``(offset, length)`` in the IKE message
+    (decrypted payloads at the offsets of their ciphertext), or None (frame and layer lines)."""
+
+    def __init__(self, items=()) -> None:
+        super().__init__(items)
+        self.spans: list[tuple[int, int] | None] = [None] * len(self)
+        self.span: tuple[int, int] | None = None  # what a line without its own span belongs to
+
+    def append(self, text: str, span: tuple[int, int] | None = None) -> None:
+        super().append(text)
+        self.spans.append(span if span is not None else self.span)
+
+
 def render_message(msg: IkeMessage) -> str:
     """The text tree of ``msg``: a frame line, then the ISAKMP header and its payloads."""
+    return "\n".join(text for text, _ in render_message_lines(msg))
+
+
+def render_message_lines(msg: IkeMessage) -> list[tuple[str, tuple[int, int] | None]]:
+    """``render_message`` line by line, each with the ``(offset, length)`` of the octets it
+    shows in the message: a finding's ``offset`` selects its line, the hex pane its bytes."""
     if msg.version >> 4 == 1:
-        return _render_ikev1(msg)
-    out = [_frame_line(msg), *_layers(msg.src, msg.dst, msg.sport, msg.dport),
-           "Internet Security Association and Key Management Protocol"]
+        return [(line, None) for line in _render_ikev1(msg).splitlines()]
+    out = _Lines([_frame_line(msg), *_layers(msg.src, msg.dst, msg.sport, msg.dport)])
+    out.append("Internet Security Association and Key Management Protocol", (0, msg.length or len(msg.raw or b"")))
     add = _adder(out, 1)
-    add(f"Initiator SPI: {msg.spi_i.hex()}")
-    add(f"Responder SPI: {msg.spi_r.hex()}")
-    add(f"Next payload: {_payload_name(msg.next_payload)}")
-    add(f"Version: {msg.version >> 4}.{msg.version & 0x0F}")
-    add(f"Exchange type: {_named(ExchangeType, msg.exchange)}")
-    add(f"Flags: 0x{msg.flags:02x} ({_flags(msg.flags)})")
-    add(f"Message ID: 0x{msg.message_id:08x}")
-    add(f"Length: {msg.length}")
+    add(f"Initiator SPI: {msg.spi_i.hex()}", (0, 8))
+    add(f"Responder SPI: {msg.spi_r.hex()}", (8, 8))
+    add(f"Next payload: {_payload_name(msg.next_payload)}", (16, 1))
+    add(f"Version: {msg.version >> 4}.{msg.version & 0x0F}", (17, 1))
+    add(f"Exchange type: {_named(ExchangeType, msg.exchange)}", (18, 1))
+    add(f"Flags: 0x{msg.flags:02x} ({_flags(msg.flags)})", (19, 1))
+    add(f"Message ID: 0x{msg.message_id:08x}", (20, 4))
+    add(f"Length: {msg.length}", (24, 4))
     for payload in msg.payloads:
         _payload(out, payload, 1)
     if msg.malformed is not None:
         add(f"[Malformed: {msg.malformed}]")
-    return "\n".join(out)
+    return list(zip(out, out.spans))
 
 
 def _layers(src: str, dst: str, sport: int | None, dport: int | None) -> list[str]:
@@ -238,7 +258,9 @@ def _render_ikev1(msg: IkeMessage) -> str:
 
 def _adder(out: list[str], depth: int):
     prefix = _INDENT * depth
-    return lambda text: out.append(prefix + text)
+    if isinstance(out, _Lines):
+        return lambda text, span=None: out.append(prefix + text, span)
+    return lambda text, span=None: out.append(prefix + text)
 
 
 def _frame_line(msg: IkeMessage) -> str:
@@ -318,19 +340,27 @@ def _payload(out: list[str], p: Payload, depth: int) -> None:
         title += f" - {name_of(NotifyType, p.notify_type)}"
     elif isinstance(p, TsPayload):
         title += f" # {len(p.selectors)}"
-    add(title)
+    length = _payload_length(p)
+    off = p.offset
+    outer = getattr(out, "span", None)
+    span = (off, int(length)) if length.isdigit() else (off, 4)
+    add(title, span)
     inner = _adder(out, depth + 1)
-    inner(f"Next payload: {_payload_name(p.next_payload)}")
-    inner(f"Critical Bit: {'Critical' if p.critical else 'Not critical'}")
+    inner(f"Next payload: {_payload_name(p.next_payload)}", (off, 1))
+    inner(f"Critical Bit: {'Critical' if p.critical else 'Not critical'}", (off + 1, 1))
     if p.reserved:
-        inner(f"Reserved: 0x{p.reserved:02x}")
-    inner(f"Payload length: {_payload_length(p)}")
+        inner(f"Reserved: 0x{p.reserved:02x}", (off + 1, 1))
+    inner(f"Payload length: {length}", (off + 2, 2))
+    if isinstance(out, _Lines):
+        out.span = (off + 4, max(0, span[1] - 4))  # body lines without a span of their own
     body = _BODIES.get(type(p))
     if body is None:
         body = next((fn for cls, fn in _BODIES.items() if isinstance(p, cls)), _raw)
     body(out, p, depth + 1)
     if p.malformed is not None:
         inner(f"[Malformed: {p.malformed}]")
+    if isinstance(out, _Lines):
+        out.span = outer
 
 
 def _sa(out: list[str], p: SaPayload, depth: int) -> None:
@@ -402,11 +432,15 @@ def _nonce(out: list[str], p: NoncePayload, depth: int) -> None:
 
 def _notify(out: list[str], p: NotifyPayload, depth: int) -> None:
     add = _adder(out, depth)
-    add(f"Protocol ID: {_named(ProtocolId, p.protocol_id)}")
-    add(f"SPI Size: {p.spi_size}")
-    add(f"Notify Message Type: {_named(NotifyType, p.notify_type)}")
+    body = p.offset + 4
+    add(f"Protocol ID: {_named(ProtocolId, p.protocol_id)}", (body, 1))
+    add(f"SPI Size: {p.spi_size}", (body + 1, 1))
+    add(f"Notify Message Type: {_named(NotifyType, p.notify_type)}", (body + 2, 2))
     if p.spi or p.notify_type == NotifyType.REKEY_SA:  # REKEY_SA names the SA in its SPI
-        add(f"SPI: {p.spi.hex() or '<MISSING>'}")
+        add(f"SPI: {p.spi.hex() or '<MISSING>'}", (body + 4, p.spi_size))
+    data = (body + 4 + p.spi_size, len(p.data))
+    if isinstance(out, _Lines):
+        out.span = data  # the notification data lines below
     if p.notify_type == NotifyType.SA_RESOURCE_INFO:  # RFC 9611 §5.1: opaque resource id
         if p.data:
             add(f'Resource Identifier: {_hex(p.data)} ("{_printable(p.data[:_HEX_LIMIT])}")')
@@ -482,7 +516,7 @@ def _sk(out: list[str], p: SkPayload, depth: int) -> None:
     for q in p.inner:
         length = _payload_length(q)
         size += int(length) if length.isdigit() else 0
-    add(f"Decrypted Data ({size} bytes)")
+    add(f"Decrypted Data ({size} bytes)", (p.inner[0].offset, size) if p.inner else None)
     for q in p.inner:
         _payload(out, q, depth + 1)
 

@@ -38,6 +38,7 @@ class Hit:
     frames: tuple[FrameRef, ...] = ()
     ike: IkeSa | None = None
     group: ChildSaGroup | None = None
+    offset: int | None = None  # the offending field in the message (default: the event's payload)
 
 
 @dataclass(frozen=True)
@@ -86,11 +87,14 @@ class Rule:
         group = hit.group or getattr(event, "group", None)
         label = group.label if group is not None else getattr(event, "group_label", None)
         first = min(frames, key=lambda f: f.index) if frames else None
+        offset = hit.offset
+        if offset is None and not hit.frames:  # the payload the event is about (a Notify, ...)
+            offset = getattr(getattr(event, "notify", None), "offset", None)
         return Finding(
             code=self.code, name=self.name, severity=severity or self.severity, message=hit.message,
             frames=tuple(sorted({f.index for f in frames})), ike_spis=ike.spis if ike else None,
             group=label, rfc=self.rfc, level=self.level, category=self.group,
-            source=first.source if first else "", time=first.ts if first else None)
+            source=first.source if first else "", time=first.ts if first else None, offset=offset)
 
 
 #: code -> rule, in code order (filled when the rule modules below are imported).

@@ -241,4 +241,4 @@ def resource_id_hardware_info(e: NotifySeen, settings: Settings) -> Iterator[Hit
     if reason:
         kind = "response" if e.msg.response else "request"
         yield Hit(f"SA_RESOURCE_INFO {n.data.hex()} in {kind} is {reason}: it looks like a CPU or "
-                  "queue number")
+                  "queue number", offset=n.offset + 8 + n.spi_size)  # the Notification Data

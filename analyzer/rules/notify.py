@@ -38,7 +38,8 @@ def resource_info_protocol_id_nonzero(e: NotifySeen) -> Iterator[Hit]:
     n = e.notify
     if n.notify_type == SA_RESOURCE_INFO and n.protocol_id != 0:
         yield Hit(f"SA_RESOURCE_INFO in {_where(e)} has Protocol ID {n.protocol_id} "
-                  f"({name_of(ProtocolId, n.protocol_id)}); it must be 0")
+                  f"({name_of(ProtocolId, n.protocol_id)}); it must be 0",
+                  offset=n.offset + 4)  # Protocol ID: after the generic payload header
 
 
 @rule(code="MS102", name="resource-info-spi-present",

@@ -115,3 +115,41 @@ def test_live_in_a_network_namespace_with_peer_status(tmp_path):
                 p.terminate()
             p.wait(timeout=30)
         delete_netns(topo.init_ns, topo.resp_ns)
+
+
+def test_live_tui_shows_the_monitors_esp_findings_as_they_happen(tmp_path):
+    """issue 12 item 4: ``multisa tui --live --iface lo`` watching a loopback ``peer demo --fault
+    esp-replay-gap`` shows MS401 (replay) and MS402 (gap) while the demo still runs, from the
+    same engine as ``multisa monitor`` (analyzer.session.Session, live)."""
+    out = tmp_path / "demo"
+    app = MultisaApp(live=True, iface="lo", keys=[str(out)], peer_status=[str(out / "initiator-status.json")],
+                     poll_xfrm=False)
+    demo: list[subprocess.Popen] = []
+    seen: dict[str, bool] = {}
+
+    async def run() -> None:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(1.5)  # dumpcap is capturing before the first IKE_SA_INIT
+            demo.append(subprocess.Popen(
+                [sys.executable, "-m", "peer.cli", "peer", "demo", "--out", str(out), "--loopback", "--duration",
+                 "8", "--rate", "50", "--resources", "2", "--fault", "esp-replay-gap"],
+                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and demo[0].poll() is None:
+                await pilot.pause(0.5)
+                codes = {f.code for f in app.findings}
+                for code in ("MS401", "MS402"):
+                    seen.setdefault(code, False)
+                    seen[code] = seen[code] or code in codes
+            assert app.snapshot.live and app.snapshot.lineages, app.problems
+
+    try:
+        asyncio.run(run())
+    finally:
+        for p in demo:
+            if p.poll() is None:
+                p.terminate()
+            p.wait(timeout=30)
+    assert demo and demo[0].returncode == 0, demo[0].stderr.read().decode()[-2000:]
+    assert seen.get("MS401"), f"MS401 never shown while the demo ran: {sorted({f.code for f in app.findings})}"
+    assert seen.get("MS402"), f"MS402 never shown while the demo ran: {sorted({f.code for f in app.findings})}"

@@ -57,9 +57,10 @@ async def test_groups_tree_shows_ike_sa_group_and_child_sas():
         sas = {k: table.nodes[k].label.plain for k in keys if k.startswith("sa:")}
         assert len(sas) == 3
         member = sas["sa:1:c1f7e800:ca2c6b46"]
-        # resource ids I/R from SA_RESOURCE_INFO, SPIs, CPU 0 from XFRMA_SA_PCPU, moon's packets/bytes
+        # resource ids I/R from SA_RESOURCE_INFO, SPIs, CPU 0 from XFRMA_SA_PCPU, moon's packets,
+        # bytes as they crossed the wire (multisa esp: 544 + 408)
         assert "00000000/00000001" in member and "c1f7e800/ca2c6b46" in member
-        assert " 0 " in member and " 588 " in member
+        assert " 0 " in member and " 7 " in member and " 952 " in member
         assert "fallback" in sas["sa:1:ccae5922:c2d58759"]
         group = table.nodes[keys[1]].label.plain
         assert "3 SAs" in group and "per-CPU" in group and "(2 CPUs)" in group
@@ -107,7 +108,9 @@ async def test_enter_on_finding_lands_on_offending_packet_with_decrypted_payload
         assert "Decrypted Data" in tree.text
         assert "Notify Message Type: SA_RESOURCE_INFO (16444)" in tree.text
         assert "Protocol ID: ESP (3)" in tree.text  # the fault itself, inside the SK payload
-        assert str(tree.cursor_node.label) == "Notify Message Type: SA_RESOURCE_INFO (16444)"
+        # the offending field itself (Finding.offset), not the Notify type line
+        assert str(tree.cursor_node.label) == "Protocol ID: ESP (3)"
+        assert tree.cursor_node.parent.label.plain == "Payload: Notify (41) - SA_RESOURCE_INFO"
 
 
 @run_async

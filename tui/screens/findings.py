@@ -70,8 +70,12 @@ class FindingsScreen(FindingsPane, DataScreen):
         self.app.show_finding_packet(event.finding)
 
     def action_goto_group(self) -> None:
+        """``g``: the selected finding's group, or (nothing selected) the groups view, as ``g``
+        does everywhere else."""
         if self.finding_list.current is not None:
             self.app.show_finding_group(self.finding_list.current)
+        else:
+            self.app.action_mode("groups")
 
     def current_finding(self):
         return self.finding_list.current

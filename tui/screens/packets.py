@@ -22,6 +22,7 @@ class PacketScreen(DataScreen):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.focus_text: str | None = None
+        self.focus_offset: int | None = None
         self._shown: IkeMessage | None = None
 
     def compose(self) -> ComposeResult:
@@ -70,9 +71,11 @@ class PacketScreen(DataScreen):
     def focus_main(self) -> None:
         self.packet_list.focus()
 
-    def select_frame(self, frame: int, focus_text: str | None = None) -> bool:
-        """Show ``frame``; ``focus_text`` puts the tree cursor on the first line containing it."""
+    def select_frame(self, frame: int, focus_text: str | None = None, focus_offset: int | None = None) -> bool:
+        """Show ``frame``; the tree cursor on the field at ``focus_offset`` (a finding's), else
+        on the first line containing ``focus_text``."""
         self.focus_text = focus_text
+        self.focus_offset = focus_offset
         found = self.packet_list.select_frame(frame)
         msg = next((m for m in self.packet_list.shown if m.frame and m.frame.index == frame), None)
         if msg is None:
@@ -83,12 +86,18 @@ class PacketScreen(DataScreen):
 
     def _show(self, msg: IkeMessage) -> None:
         self._shown = msg
-        self.query_one(DecodeTree).show(msg, self.focus_text)
+        self.query_one(DecodeTree).show(msg, self.focus_text, self.focus_offset)
         self.query_one(HexView).show(msg)
+
+    def on_tree_node_highlighted(self, event) -> None:
+        """A line of the decoded tree: its octets highlighted in the hex pane (decrypted)."""
+        if isinstance(event.control, DecodeTree) and self._shown is not None:
+            self.query_one(HexView).show(self._shown, event.node.data if isinstance(event.node.data, tuple) else None)
 
     def on_packet_list_packet_highlighted(self, event: PacketList.PacketHighlighted) -> None:
         if event.msg is not self._shown:
-            self.focus_text = None if self._shown is not None else self.focus_text
+            if self._shown is not None:
+                self.focus_text = self.focus_offset = None
             self._show(event.msg)
 
     def action_next_pane(self) -> None:

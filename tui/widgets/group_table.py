@@ -28,12 +28,12 @@ class Column:
 
 
 COLUMNS = (
-    Column("resource I/R", 17, 120),
+    Column("resource I/R", 17, 0),  # the RFC 9611 data: kept at 80 columns
     Column("SPI in/out", 17, 0),
-    Column("CPU", 4, 0),
-    Column("pkts", 7, 0),
-    Column("bytes", 8, 100),
-    Column("rate/s", 7, 0),
+    Column("CPU", 5, 0),
+    Column("pkts", 6, 0),
+    Column("bytes", 7, 100),
+    Column("rate/s", 6, 0),
     Column("history", 16, 90),
 )
 ROLE_WIDTH = 9

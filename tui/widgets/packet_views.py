@@ -10,7 +10,7 @@ from rich.text import Text
 from textual.message import Message
 from textual.widgets import DataTable, Static, Tree
 
-from analyzer.report.tree import render_message
+from analyzer.report.tree import render_message_lines
 from dissectors.iana import ExchangeType, NotifyType, PayloadType, name_of
 from dissectors.ikev2 import IkeMessage
 from dissectors.ikev2.payloads import NotifyPayload, SkPayload
@@ -141,29 +141,36 @@ class DecodeTree(Tree):
         self.guide_depth = 2
         self.lines: list[str] = []
 
-    def show(self, msg: IkeMessage | None, focus_text: str | None = None) -> None:
+    def show(self, msg: IkeMessage | None, focus_text: str | None = None, focus_offset: int | None = None) -> None:
+        """``focus_offset`` (a finding's field offset in the message) puts the cursor on the line
+        showing the field that starts there (the narrowest); else ``focus_text`` on the first
+        line containing it."""
         self.clear()
         if msg is None:
             self.root.set_label("(no packet selected)")
             self.lines = []
             return
-        text = render_message(msg)
-        self.lines = text.splitlines()
+        rendered = render_message_lines(msg)
+        self.lines = [text for text, _ in rendered]
         self.root.set_label(self.lines[0] if self.lines else "?")
         stack: list[tuple[int, object]] = [(-1, self.root)]
-        target = None
-        for line in self.lines[1:]:
+        target = by_text = None
+        for line, span in rendered[1:]:
             depth = (len(line) - len(line.lstrip(" "))) // 4
             while len(stack) > 1 and stack[-1][0] >= depth:
                 stack.pop()
-            node = stack[-1][1].add(line.strip(), expand=True)
+            node = stack[-1][1].add(line.strip(), data=span, expand=True)
             node.allow_expand = False
             parent = stack[-1][1]
             parent.allow_expand = True
             stack.append((depth, node))
-            if target is None and focus_text and focus_text in line:
+            if focus_offset is not None and span is not None and span[0] == focus_offset and (
+                    target is None or span[1] < target.data[1]):
                 target = node
+            if by_text is None and focus_text and focus_text in line:
+                by_text = node
         self.root.expand_all()
+        target = target or by_text
         if target is not None:
             self.call_after_refresh(self._focus_node, target)
 
@@ -176,11 +183,63 @@ class DecodeTree(Tree):
         return "\n".join(self.lines)
 
 
-class HexView(Static):
-    """Hex and ASCII of the message as received (from the IKE header on)."""
+def decrypted_image(msg: IkeMessage) -> tuple[bytes, list[tuple[int, int]]]:
+    """The message bytes with each decrypted SK payload's inner payloads written in clear at
+    the offsets of their ciphertext (what ``Finding.offset`` and the tree's spans point at),
+    and the ``(offset, length)`` ranges shown decrypted."""
+    image = bytearray(msg.raw or b"")
+    clear: list[tuple[int, int]] = []
+    for p in msg.payloads:
+        if not isinstance(p, SkPayload) or not p.decrypted or not p.inner:
+            continue
+        for q in p.inner:
+            try:
+                body = q.wire if q.wire is not None else q.body()
+            except Exception:  # noqa: BLE001 - a payload that cannot serialise stays encrypted
+                continue
+            head = bytes([q.next_payload & 0xFF, (0x80 if q.critical else 0) | (q.reserved & 0x7F)])
+            chunk = head + (len(body) + 4).to_bytes(2, "big") + body
+            end = q.offset + len(chunk)
+            if end > len(image):
+                image.extend(b"\0" * (end - len(image)))
+            image[q.offset:end] = chunk
+            clear.append((q.offset, len(chunk)))
+    return bytes(image), clear
 
-    def show(self, msg: IkeMessage | None) -> None:
+
+class HexView(Static):
+    """Hex and ASCII of the message (from the IKE header on), decrypted payloads in clear
+    (underlined), the bytes of the selected tree line highlighted."""
+
+    def show(self, msg: IkeMessage | None, span: tuple[int, int] | None = None) -> None:
         if msg is None or not msg.raw:
             self.update("")
             return
-        self.update(hex_dump(msg.raw))
+        data, clear = decrypted_image(msg)
+        self.span = span
+        text = Text()
+        if clear:
+            text.append(f"decrypted payloads in clear (underlined): "
+                        f"{', '.join(f'0x{o:04x}-0x{o + n - 1:04x}' for o, n in clear)}\n", "italic")
+        hi = set(range(span[0], span[0] + span[1])) if span else set()
+        plain = {i for o, n in clear for i in range(o, o + n)}
+        for off in range(0, len(data), 16):
+            chunk = data[off:off + 16]
+            text.append(f"{off:04x}  ")
+            for i, b in enumerate(chunk):
+                n = off + i
+                style = "reverse" if n in hi else "underline" if n in plain else ""
+                text.append(f"{b:02x}", style)
+                text.append("  " if i == 7 else " ")
+            text.append("   " * (16 - len(chunk)) + (" " if len(chunk) <= 8 else ""))
+            text.append(" ")
+            for i, b in enumerate(chunk):
+                n = off + i
+                text.append(chr(b) if 32 <= b < 127 else ".", "reverse" if n in hi else "underline" if n in plain else "")
+            text.append("\n")
+        self.update(text)
+        if span:
+            line = span[0] // 16 + (1 if clear else 0)
+            parent = self.parent
+            if parent is not None and hasattr(parent, "scroll_to"):
+                self.call_after_refresh(parent.scroll_to, 0, max(0, line - 1), animate=False)
