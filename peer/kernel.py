@@ -89,6 +89,12 @@ class _usersa_keyed(xfrm_usersa_info):
     """``xfrm_usersa_info`` whose algorithm attributes carry their key (packed by ``_alg``)."""
 
     nla_map = tuple((i, n, "cdata" if n in _KEYED else t) for i, n, t in xfrm_usersa_info.nla_map)
+    # pyroute2 caches the compiled NLA table on the class (name-mangled ``__compiled_nla``); a
+    # subclass inherits the parent's flag once the parent was used, and would then encode with the
+    # parent's table (the key as a struct). Its own caches make it compile its own map.
+    _nlmsg_base__compiled_nla = False
+    _nlmsg_base__t_nla_map = None
+    _nlmsg_base__r_nla_map = None
 
 
 def _alg(name: str, key: bytes, extra: int | None = None) -> bytes:

@@ -23,6 +23,7 @@ from dissectors.xfrm import (
     XfrmSocket,
     parse_messages,
     sa_from_msg,
+    xfrm_usersa_info,
 )
 from dissectors.esp import EspSa
 from peer.kernel import (
@@ -38,6 +39,7 @@ KEY = bytes(range(1, 37))
 
 
 def test_newsa_encoding_decodes_with_the_monitor_classes_and_hides_the_key():
+    xfrm_usersa_info()  # the monitor's class used first in this process (pyroute2 caches per class)
     m = _usersa_keyed()
     m["id_daddr"], m["id_spi"], m["id_proto"] = bytes([192, 0, 2, 2]) + bytes(12), 0xC0DE0001, 50
     m["saddr"], m["family"], m["mode"], m["reqid"] = bytes([192, 0, 2, 1]) + bytes(12), 2, 1, 7

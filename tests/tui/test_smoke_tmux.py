@@ -61,8 +61,9 @@ def test_tui_in_tmux_finding_to_packet():
         tmux.keys("Tab")
         time.sleep(0.5)
         tmux.keys("Enter")
-        screen = tmux.wait_for("Notify Message Type: SA_RESOURCE_INFO")
-        assert "Decrypted Data" in screen or "Protocol ID: ESP (3)" in screen
+        # Enter on MS101 selects the offending field: the notify's Protocol ID line
+        screen = tmux.wait_for("Payload: Notify (41) - SA_RESOURCE_INFO")
+        assert "Protocol ID: ESP (3)" in screen.split("Payload: Notify (41) - SA_RESOURCE_INFO", 1)[1]
         assert "IKE_AUTH request" in screen
         tmux.keys("f")
         screen = tmux.wait_for("resource-info-protocol-id-nonzero")
